@@ -1,0 +1,322 @@
+"""``Encoder``: a decoder LLM used as a text encoder under a :class:`~nosink.plan.Plan`."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from nosink.attention import AttentionRecord
+from nosink.errors import NosinkError
+from nosink.families import family_for
+from nosink.inputs import Batch, TextTokenizer, TokenizedText, batches, check_texts
+from nosink.plan import Plan
+from nosink.pooling import Pooling, pool
+from nosink.runner import run_schedule
+
+DEFAULT_BATCH_SIZE = 32
+PROGRESS_BAR_MIN_TEXTS = 256
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class TokenEncoding:
+    """Per-token final states of one text, aligned to characters (and to words, if words were given).
+
+    Only the text's own tokens are here: no special, instruction or padding token.
+    """
+
+    text: str
+    tokens: list[str]
+    token_ids: list[int]
+    offsets: list[tuple[int, int]]  # character span of each token in ``text``
+    word_ids: list[int | None] | None  # word index of each token; None for tokens of no word
+    embeddings: np.ndarray  # [n_tokens, D] float32
+
+
+class Encoder:
+    """A decoder model and tokenizer that encode texts under a conversion plan.
+
+    Build it with :meth:`from_pretrained` or :meth:`from_model`. The model is shared, never
+    copied, and left unchanged for every other user (``generate()`` stays identical).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        *,
+        plan: Plan | str = "baseline",
+        pooling: Pooling | str = "mean",
+        max_length: int = 512,
+    ) -> None:
+        if not isinstance(model, nn.Module) or not hasattr(model, "config"):
+            raise NosinkError(f"model must be a transformers model, got {type(model).__name__}")
+        if not callable(tokenizer):
+            raise NosinkError(f"tokenizer must be a transformers tokenizer, got {type(tokenizer).__name__}")
+        self.model = model
+        self.base: nn.Module = getattr(model, "base_model", model)
+        self.family = family_for(self.base.config)
+        self.tokenizer = tokenizer
+        self.plan = Plan.coerce(plan)
+        self.schedule = self.plan.resolve(self.num_layers)
+        self.pooling = Pooling.coerce(pooling)
+        if not isinstance(max_length, int) or max_length < 1:
+            raise NosinkError(f"max_length must be a positive integer, got {max_length!r}")
+        self.max_length = max_length
+
+    # ---------------------------------------------------------------- construction
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        *,
+        plan: Plan | str = "baseline",
+        pooling: Pooling | str = "mean",
+        dtype: torch.dtype | str = "auto",
+        device: torch.device | str | None = None,
+        max_length: int = 512,
+        **model_kwargs: Any,
+    ) -> Encoder:
+        """Load a decoder (hub name or local folder) without its LM head.
+
+        ``dtype="auto"`` is float32 on CPU and bfloat16 on CUDA (float16 where bf16 is not
+        supported). Extra keyword arguments go to ``AutoModel.from_pretrained``.
+        """
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=model_kwargs.get("trust_remote_code"))
+        family_for(config)  # fail before loading any weights
+        Plan.coerce(plan).resolve(config.num_hidden_layers)
+        target = _resolve_device(device)
+        model_kwargs.setdefault("attn_implementation", "sdpa")
+        if target.type != "cpu":
+            model_kwargs.setdefault("device_map", str(target))
+        model = AutoModel.from_pretrained(name_or_path, dtype=_resolve_dtype(dtype, target), **model_kwargs)
+        model.eval()
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        return cls(model, tokenizer, plan=plan, pooling=pooling, max_length=max_length)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: nn.Module,
+        tokenizer: Any,
+        *,
+        plan: Plan | str = "baseline",
+        pooling: Pooling | str = "mean",
+        max_length: int = 512,
+    ) -> Encoder:
+        """Wrap an already-loaded model (a ``*ForCausalLM`` chat model included), sharing its weights."""
+        return cls(model, tokenizer, plan=plan, pooling=pooling, max_length=max_length)
+
+    def with_plan(self, plan: Plan | str, *, pooling: Pooling | str | None = None) -> Encoder:
+        """The same model and tokenizer under another plan (no weights are copied)."""
+        return Encoder(
+            self.model,
+            self.tokenizer,
+            plan=plan,
+            pooling=pooling or self.pooling,
+            max_length=self.max_length,
+        )
+
+    # ---------------------------------------------------------------- properties
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.family.decoder_layers(self.base))
+
+    @property
+    def dim(self) -> int:
+        return int(self.base.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.base.parameters()).device
+
+    def __repr__(self) -> str:
+        name = getattr(self.base.config, "_name_or_path", "") or self.base.config.model_type
+        return f"Encoder({name!r}, plan='{self.plan}', pooling='{self.pooling.value}', L={self.num_layers})"
+
+    # ---------------------------------------------------------------- tensors
+
+    @torch.inference_mode()
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Final-norm token states [B, T, D] under the plan; any padding side works."""
+        input_ids, attention_mask = self._check_ids(input_ids, attention_mask)
+        return run_schedule(self.base, self.family, self.schedule, input_ids, attention_mask)
+
+    @torch.inference_mode()
+    def attentions(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> list[AttentionRecord]:
+        """Attention weights of every layer call, in run order, from an eager run of the plan."""
+        input_ids, attention_mask = self._check_ids(input_ids, attention_mask)
+        records: list[AttentionRecord] = []
+        run_schedule(self.base, self.family, self.schedule, input_ids, attention_mask, records=records)
+        return records
+
+    def _check_ids(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2:
+            raise NosinkError("input_ids must be a [batch, tokens] tensor")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if attention_mask.shape != input_ids.shape:
+            raise NosinkError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}")
+        if not bool(attention_mask.bool().any(-1).all()):
+            raise NosinkError("every row needs at least one real token (attention_mask all zero in a row)")
+        return input_ids.to(self.device), attention_mask.to(self.device)
+
+    # ---------------------------------------------------------------- texts
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        instruction: str | None = None,
+        batch_size: int | None = None,
+        max_tokens_per_batch: int | None = None,
+        normalize: bool = False,
+        show_progress_bar: bool | None = None,
+    ) -> np.ndarray:
+        """Sentence embeddings [N, D] float32, in input order.
+
+        ``instruction`` (a task description) is put before each text in E5-Mistral's format
+        ``Instruct: {instruction}\\nQuery: `` and excluded from mean pooling. Texts longer than
+        ``max_length`` tokens are truncated, with one warning.
+        """
+        texts = check_texts(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        rows = TextTokenizer(self.tokenizer, max_length=self.max_length, instruction=instruction)(texts)
+        output = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for batch, states in self._forward(rows, batch_size, max_tokens_per_batch, show_progress_bar):
+            pooled = pool(states, batch.attention_mask, batch.text_mask, self.pooling)  # [B, D]
+            if normalize:
+                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+            output[batch.indices] = pooled.cpu().numpy()
+        return output
+
+    def encode_tokens(
+        self,
+        texts: Sequence[str] | Sequence[Sequence[str]],
+        *,
+        instruction: str | None = None,
+        batch_size: int | None = None,
+        max_tokens_per_batch: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> list[TokenEncoding]:
+        """Per-token final states for token-level tasks (NER).
+
+        Each item is a string, or a list of words (joined with single spaces; ``word_ids`` then
+        maps every token to its word). Needs a fast tokenizer for character offsets.
+        """
+        items = check_texts(texts, allow_words=True)
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise NosinkError("encode_tokens needs a fast tokenizer (character offsets); load one with use_fast=True")
+        strings = [item if isinstance(item, str) else " ".join(item) for item in items]
+        tokenize = TextTokenizer(self.tokenizer, max_length=self.max_length, instruction=instruction)
+        rows = tokenize(strings, offsets=True)
+        states_of: dict[int, np.ndarray] = {}
+        for batch, states in self._forward(rows, batch_size, max_tokens_per_batch, show_progress_bar):
+            for b, index in enumerate(batch.indices):
+                states_of[index] = states[b][batch.text_mask[b]].float().cpu().numpy()  # [n_tokens, D]
+        return [
+            _token_encoding(strings[i], item, rows[i], states_of[i], self.tokenizer)
+            for i, item in enumerate(items)
+        ]
+
+    def _forward(
+        self,
+        rows: list[TokenizedText],
+        batch_size: int | None,
+        max_tokens_per_batch: int | None,
+        show_progress_bar: bool | None,
+    ):
+        truncated = sum(row.truncated for row in rows)
+        if truncated:
+            warnings.warn(
+                f"{truncated} of {len(rows)} texts were longer than max_length={self.max_length} tokens "
+                "and were truncated",
+                stacklevel=3,
+            )
+        pad_id = _pad_id(self.tokenizer)
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        groups = batches(
+            rows,
+            batch_size=batch_size or DEFAULT_BATCH_SIZE,
+            max_tokens_per_batch=max_tokens_per_batch,
+            pad_id=pad_id,
+            left_padding=left,
+            device=self.device,
+        )
+        show = len(rows) >= PROGRESS_BAR_MIN_TEXTS if show_progress_bar is None else show_progress_bar
+        with tqdm(total=len(rows), disable=not show, desc="encoding", unit="text") as bar:
+            for batch in groups:
+                yield batch, self._states(batch)
+                bar.update(len(batch.indices))
+
+    @torch.inference_mode()
+    def _states(self, batch: Batch) -> torch.Tensor:
+        return run_schedule(self.base, self.family, self.schedule, batch.input_ids, batch.attention_mask)
+
+
+def _resolve_device(device: torch.device | str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise NosinkError(f"unknown device {device!r}: {error}") from None
+
+
+def _resolve_dtype(dtype: torch.dtype | str, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        if device.type != "cuda":
+            return torch.float32  # bf16 matmuls are far slower than fp32 on most CPUs
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dtype not in _DTYPES:
+        raise NosinkError(f"unknown dtype {dtype!r}; use auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0  # padded positions are masked out; any valid id works
+
+
+def _token_encoding(
+    text: str, item: str | Sequence[str], row: TokenizedText, states: np.ndarray, tokenizer: Any
+) -> TokenEncoding:
+    ids = row.ids[row.text_start : row.text_end]
+    offsets = list(row.offsets or [])
+    word_ids = None if isinstance(item, str) else _word_ids(text, list(item), offsets)
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    return TokenEncoding(text, tokens, ids, offsets, word_ids, states)
+
+
+def _word_ids(text: str, words: list[str], offsets: list[tuple[int, int]]) -> list[int | None]:
+    spans, cursor = [], 0
+    for word in words:
+        spans.append((cursor, cursor + len(word)))
+        cursor += len(word) + 1
+    result: list[int | None] = []
+    for start, end in offsets:
+        while start < end and text[start].isspace():
+            start += 1
+        owner = next((w for w, (a, b) in enumerate(spans) if a <= start < b), None)
+        result.append(owner if start < end else None)
+    return result

@@ -1,0 +1,150 @@
+"""From texts to token-id rows: instruction joined by token ids, truncation, padding, batching.
+
+A row is ``[leading specials] + [instruction] + [text] + [trailing specials]``. The instruction
+and the text are tokenized apart and joined, so the boundary is exact; the tokenizer's special
+tokens (BOS, EOS …) are the ones it adds itself. The tokenizer object is never modified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from nosink.errors import NosinkError
+
+INSTRUCTION_TEMPLATE = "Instruct: {instruction}\nQuery: "  # E5-Mistral's format, used by the paper
+_TOKENIZE_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    """One text as model input; ``ids[text_start:text_end]`` are the text's own tokens."""
+
+    ids: list[int]
+    text_start: int
+    text_end: int
+    offsets: list[tuple[int, int]] | None  # character span of each text token
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A padded batch and where its rows came from."""
+
+    indices: list[int]  # positions of the rows in the caller's input
+    input_ids: torch.Tensor  # [B, T]
+    attention_mask: torch.Tensor  # [B, T], 1 = real token
+    text_mask: torch.Tensor  # [B, T], 1 = a text token (no special, instruction or padding token)
+
+
+def check_texts(texts: Any, *, allow_words: bool = False) -> list:
+    """Validate the user's input: a list of strings (or of word lists, for token-level encoding)."""
+    if isinstance(texts, str):
+        raise NosinkError("expected a list of texts, got a single string; wrap it as [text]")
+    if texts is None or not isinstance(texts, Sequence):
+        raise NosinkError(f"expected a list of texts, got {type(texts).__name__}")
+    for index, text in enumerate(texts):
+        if isinstance(text, str):
+            continue
+        if allow_words and isinstance(text, (list, tuple)) and all(isinstance(w, str) for w in text):
+            continue
+        kind = "a string or a list of words" if allow_words else "a string"
+        raise NosinkError(f"text at index {index} must be {kind}, got {type(text).__name__}: {text!r:.60}")
+    return list(texts)
+
+
+class TextTokenizer:
+    """Tokenizes texts into :class:`TokenizedText` rows for one tokenizer, instruction and length."""
+
+    def __init__(self, tokenizer: Any, *, max_length: int, instruction: str | None = None) -> None:
+        if max_length < 1:
+            raise NosinkError(f"max_length must be >= 1, got {max_length}")
+        if instruction is not None and not isinstance(instruction, str):
+            raise NosinkError(f"instruction must be a string, got {type(instruction).__name__}")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        prefix = INSTRUCTION_TEMPLATE.format(instruction=instruction) if instruction else ""
+        self.instruction_ids: list[int] = (
+            tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+        )
+
+    def __call__(self, texts: list[str], *, offsets: bool = False) -> list[TokenizedText]:
+        rows: list[TokenizedText] = []
+        for start in range(0, len(texts), _TOKENIZE_CHUNK):
+            chunk = texts[start : start + _TOKENIZE_CHUNK]
+            encoded = self.tokenizer(
+                chunk,
+                add_special_tokens=True,
+                return_special_tokens_mask=True,
+                return_offsets_mapping=offsets,
+                truncation=False,
+            )
+            for i in range(len(chunk)):
+                rows.append(self._row(encoded, i, start + i, offsets))
+        return rows
+
+    def _row(self, encoded: Any, i: int, index: int, offsets: bool) -> TokenizedText:
+        ids, special = encoded["input_ids"][i], encoded["special_tokens_mask"][i]
+        lead = next((n for n, s in enumerate(special) if not s), len(ids))
+        end = len(ids) - next((n for n, s in enumerate(reversed(special)) if not s), 0)
+        end = max(end, lead)
+        body, trail = ids[lead:end], ids[end:]
+        if not body:
+            raise NosinkError(f"text at index {index} is empty (it has no tokens); remove it or give it content")
+        budget = self.max_length - lead - len(self.instruction_ids) - len(trail)
+        if budget < 1:
+            raise NosinkError(
+                f"max_length={self.max_length} leaves no room for text after the instruction "
+                f"({len(self.instruction_ids)} tokens) and special tokens"
+            )
+        spans = [tuple(span) for span in encoded["offset_mapping"][i][lead:end]] if offsets else None
+        truncated = len(body) > budget
+        body, spans = body[:budget], spans[:budget] if spans is not None else None
+        text_start = lead + len(self.instruction_ids)
+        row = ids[:lead] + self.instruction_ids + body + trail
+        return TokenizedText(row, text_start, text_start + len(body), spans, truncated)
+
+
+def batches(
+    rows: list[TokenizedText],
+    *,
+    batch_size: int,
+    max_tokens_per_batch: int | None,
+    pad_id: int,
+    left_padding: bool,
+    device: torch.device,
+) -> Iterator[Batch]:
+    """Longest rows first; a batch holds at most ``batch_size`` rows and ``max_tokens_per_batch`` tokens."""
+    if batch_size < 1:
+        raise NosinkError(f"batch_size must be >= 1, got {batch_size}")
+    if max_tokens_per_batch is not None and max_tokens_per_batch < 1:
+        raise NosinkError(f"max_tokens_per_batch must be >= 1, got {max_tokens_per_batch}")
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i].ids))
+    group: list[int] = []
+    for index in order:
+        width = len(rows[group[0]].ids) if group else len(rows[index].ids)  # longest row comes first
+        too_many = len(group) >= batch_size
+        too_big = max_tokens_per_batch is not None and (len(group) + 1) * width > max_tokens_per_batch
+        if group and (too_many or too_big):
+            yield _pad(rows, group, pad_id, left_padding, device)
+            group = []
+        group.append(index)
+    if group:
+        yield _pad(rows, group, pad_id, left_padding, device)
+
+
+def _pad(rows: list[TokenizedText], group: list[int], pad_id: int, left: bool, device: torch.device) -> Batch:
+    width = max(len(rows[i].ids) for i in group)
+    input_ids = torch.full((len(group), width), pad_id, dtype=torch.long)  # [B, T]
+    attention_mask = torch.zeros((len(group), width), dtype=torch.long)  # [B, T]
+    text_mask = torch.zeros((len(group), width), dtype=torch.bool)  # [B, T]
+    for b, index in enumerate(group):
+        row = rows[index]
+        shift = width - len(row.ids) if left else 0
+        input_ids[b, shift : shift + len(row.ids)] = torch.tensor(row.ids)
+        attention_mask[b, shift : shift + len(row.ids)] = 1
+        text_mask[b, shift + row.text_start : shift + row.text_end] = True
+    return Batch(group, input_ids.to(device), attention_mask.to(device), text_mask.to(device))

@@ -1,0 +1,53 @@
+"""Pooling token states into one vector per text (SPEC §5)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import torch
+
+from nosink.errors import NosinkError
+
+
+class Pooling(str, Enum):
+    """How token states become a sentence embedding.
+
+    ``mean`` and ``weighted_mean`` average the text's own tokens (no instruction, no BOS/sink or
+    other special token); ``last`` and ``first`` take the last and first real token of the row.
+    """
+
+    MEAN = "mean"
+    WEIGHTED_MEAN = "weighted_mean"
+    LAST = "last"
+    FIRST = "first"
+
+    @classmethod
+    def coerce(cls, value: Pooling | str) -> Pooling:
+        try:
+            return cls(value)
+        except ValueError:
+            known = ", ".join(p.value for p in cls)
+            raise NosinkError(f"unknown pooling {value!r}; use one of {known}") from None
+
+
+def pool(
+    states: torch.Tensor,  # [B, T, D]
+    attention_mask: torch.Tensor,  # [B, T], 1 = real token
+    text_mask: torch.Tensor,  # [B, T], True = a text token
+    pooling: Pooling,
+) -> torch.Tensor:
+    """[B, T, D] -> [B, D], computed in float32."""
+    states = states.float()
+    if pooling in (Pooling.MEAN, Pooling.WEIGHTED_MEAN):
+        weights = text_mask.float()  # [B, T]
+        if pooling is Pooling.WEIGHTED_MEAN:
+            weights = weights.cumsum(-1) * weights  # [B, T]: 1, 2, …, n over the text tokens
+        weights = weights / weights.sum(-1, keepdim=True)  # [B, T], rows sum to 1
+        return torch.einsum("bt,btd->bd", weights, states)  # [B, D]
+    arange = torch.arange(states.shape[1], device=states.device)  # [T]
+    real = attention_mask.bool()  # [B, T]
+    if pooling is Pooling.LAST:
+        index = torch.where(real, arange, -1).argmax(-1)  # [B]: last real token
+    else:
+        index = torch.where(real, -arange, -states.shape[1]).argmax(-1)  # [B]: first real token
+    return states[torch.arange(states.shape[0], device=states.device), index]  # [B, D]
