@@ -127,7 +127,7 @@ def registered_name(original: str | None) -> str:
         AttentionInterface.register(name, nosink_attention)
     if name not in ALL_MASK_ATTENTION_FUNCTIONS:
         base = original.removeprefix(PREFIX)
-        mask_function = ALL_MASK_ATTENTION_FUNCTIONS[base] if base in ALL_MASK_ATTENTION_FUNCTIONS else sdpa_mask
+        mask_function = ALL_MASK_ATTENTION_FUNCTIONS.get(base, sdpa_mask)
         AttentionMaskInterface.register(name, mask_function)
     return name
 

@@ -154,9 +154,7 @@ class Encoder:
         return run_schedule(self.base, self.family, self.schedule, input_ids, attention_mask)
 
     @torch.inference_mode()
-    def attentions(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> list[AttentionRecord]:
+    def attentions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[AttentionRecord]:
         """Attention weights of every layer call, in run order, from an eager run of the plan."""
         input_ids, attention_mask = self._check_ids(input_ids, attention_mask)
         records: list[AttentionRecord] = []
@@ -171,7 +169,9 @@ class Encoder:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if attention_mask.shape != input_ids.shape:
-            raise NosinkError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}")
+            raise NosinkError(
+                f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}"
+            )
         if not bool(attention_mask.bool().any(-1).all()):
             raise NosinkError("every row needs at least one real token (attention_mask all zero in a row)")
         return input_ids.to(self.device), attention_mask.to(self.device)
@@ -231,8 +231,7 @@ class Encoder:
             for b, index in enumerate(batch.indices):
                 states_of[index] = states[b][batch.text_mask[b]].float().cpu().numpy()  # [n_tokens, D]
         return [
-            _token_encoding(strings[i], item, rows[i], states_of[i], self.tokenizer)
-            for i, item in enumerate(items)
+            _token_encoding(strings[i], item, rows[i], states_of[i], self.tokenizer) for i, item in enumerate(items)
         ]
 
     def _forward(

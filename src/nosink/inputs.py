@@ -67,9 +67,7 @@ class TextTokenizer:
         self.tokenizer = tokenizer
         self.max_length = max_length
         prefix = INSTRUCTION_TEMPLATE.format(instruction=instruction) if instruction else ""
-        self.instruction_ids: list[int] = (
-            tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
-        )
+        self.instruction_ids: list[int] = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
 
     def __call__(self, texts: list[str], *, offsets: bool = False) -> list[TokenizedText]:
         rows: list[TokenizedText] = []

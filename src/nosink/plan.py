@@ -204,8 +204,7 @@ class Plan:
     @classmethod
     def from_layers(
         cls,
-        layers: Sequence[LayerPattern | Pattern | str]
-        | Mapping[int | tuple[int, int], LayerPattern | Pattern | str],
+        layers: Sequence[LayerPattern | Pattern | str] | Mapping[int | tuple[int, int], LayerPattern | Pattern | str],
     ) -> Plan:
         """An explicit per-layer plan.
 
