@@ -1,0 +1,247 @@
+"""The ``nosink`` command line: encode texts to a file, list the named plans, inspect a plan on a model.
+
+Every user mistake ends in one ``error: ...`` line on stderr and exit code 2; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from nosink import __version__
+from nosink.errors import NosinkError
+from nosink.io import INPUT_FORMATS, check_output, read_inputs, write_embeddings
+from nosink.plan import NAMED_PLANS, Plan
+from nosink.pooling import Pooling
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+USER_ERRORS = (NosinkError, OSError, json.JSONDecodeError, ValueError)  # FileNotFoundError is an OSError
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+PLAN_KEY = "M = the MASKm sink index (tokens 0..M hidden), K = layers converted, K0 = how many of the top K are nosink"
+
+_MAIN_EXAMPLES = """\
+examples:
+  nosink plans
+  nosink inspect --model TinyLlama/TinyLlama_v1.1 --plan inter-back:k=2
+  nosink encode --model TinyLlama/TinyLlama_v1.1 --plan "mask0&bidir:k=17,k0=2" texts.txt -o vectors.npy
+"""
+_ENCODE_EXAMPLES = """\
+INPUT is a text file (one text per line), a JSONL file (an object with a "text" field per
+line, and optionally an "id" that is copied to the output), or - for stdin. The output
+format follows the extension of OUT: .npy ([N, D] float32), .jsonl or .parquet.
+
+examples:
+  nosink encode --model TinyLlama/TinyLlama_v1.1 --plan mask0-bidir:k=4 texts.txt -o vectors.npy
+  nosink encode --model ./my-model --normalize --instruction "Retrieve relevant passages" docs.jsonl -o docs.parquet
+  cat texts.txt | nosink encode --model ./my-model - -o vectors.jsonl
+"""
+_PLANS_EXAMPLES = """\
+examples:
+  nosink plans
+"""
+_INSPECT_EXAMPLES = """\
+Loads only the model's config (no weights) and lists every layer call of the plan, in run order.
+
+examples:
+  nosink inspect --model TinyLlama/TinyLlama_v1.1 --plan inter-back:k=2
+  nosink inspect --model ./my-model --plan "layers:-2..-1=bidir"
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version and usage errors
+        return done.code if isinstance(done.code, int) else int(done.code is not None)
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except USER_ERRORS as error:
+        print(f"error: {_describe(error)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+# -------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with its ``encode``, ``plans`` and ``inspect`` subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="nosink",
+        description="Use a pretrained decoder LLM as a text encoder, without training.",
+        epilog=_MAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"nosink {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_encode(commands)
+    _add_plans(commands)
+    _add_inspect(commands)
+    return parser
+
+
+def _subparser(
+    commands: argparse._SubParsersAction,
+    name: str,
+    *,
+    summary: str,
+    epilog: str,
+    handler: Callable[[argparse.Namespace], int],
+) -> argparse.ArgumentParser:
+    parser = commands.add_parser(
+        name, help=summary, description=summary, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _add_encode(commands: argparse._SubParsersAction) -> None:
+    parser = _subparser(
+        commands, "encode", summary="Encode texts into embeddings.", epilog=_ENCODE_EXAMPLES, handler=run_encode
+    )
+    _add_model_and_plan(parser)
+    parser.add_argument("--instruction", metavar="T", help="task description put before every text (E5-Mistral format)")
+    pooling = [p.value for p in Pooling]
+    parser.add_argument("--pooling", default="mean", choices=pooling, help="default: %(default)s")
+    parser.add_argument("--normalize", action="store_true", help="scale every embedding to unit length")
+    parser.add_argument("--batch-size", type=_positive_int, metavar="N", help="texts per batch (default: 32)")
+    parser.add_argument("--max-tokens-per-batch", type=_positive_int, metavar="N", help="cap on padded batch tokens")
+    parser.add_argument("--max-length", type=_positive_int, default=512, metavar="N", help="default: %(default)s")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES, help="default: %(default)s")
+    parser.add_argument("--device", metavar="D", help="e.g. cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--input-format", default="auto", choices=INPUT_FORMATS, help="default: %(default)s")
+    parser.add_argument("input", metavar="INPUT", help="text file, .jsonl file, or - for stdin")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output file: .npy, .jsonl or .parquet")
+
+
+def _add_plans(commands: argparse._SubParsersAction) -> None:
+    _subparser(commands, "plans", summary="List the named plans.", epilog=_PLANS_EXAMPLES, handler=run_plans)
+
+
+def _add_inspect(commands: argparse._SubParsersAction) -> None:
+    summary = "Show the layer calls of a plan on a model."
+    parser = _subparser(commands, "inspect", summary=summary, epilog=_INSPECT_EXAMPLES, handler=run_inspect)
+    _add_model_and_plan(parser, plan_required=True)
+
+
+def _add_model_and_plan(parser: argparse.ArgumentParser, *, plan_required: bool = False) -> None:
+    parser.add_argument("--model", required=True, metavar="M", help="hub name or local model folder")
+    plan_help = "plan string; see `nosink plans`" + ("" if plan_required else " (default: %(default)s)")
+    default = None if plan_required else "baseline"
+    parser.add_argument("--plan", required=plan_required, default=default, metavar="P", help=plan_help)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+# -------------------------------------------------------------------- commands
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    """``nosink encode``: read texts, encode them, write the embeddings."""
+    from nosink.encoder import Encoder
+
+    Plan.coerce(args.plan)  # cheap checks first: a typo should not wait for a model load
+    inputs = read_inputs(args.input, input_format=args.input_format)
+    check_output(args.output)
+    _check_model_path(args.model)
+    encoder = Encoder.from_pretrained(
+        args.model,
+        plan=args.plan,
+        pooling=args.pooling,
+        dtype=args.dtype,
+        device=args.device,
+        max_length=args.max_length,
+    )
+    embeddings = encoder.encode(
+        inputs.texts,
+        instruction=args.instruction,
+        batch_size=args.batch_size,
+        max_tokens_per_batch=args.max_tokens_per_batch,
+        normalize=args.normalize,
+        show_progress_bar=None,
+    )
+    write_embeddings(args.output, embeddings, ids=inputs.ids)
+    n, dim = embeddings.shape
+    print(f"wrote {n} embeddings of dim {dim} to {args.output} (plan {encoder.plan})", file=sys.stderr)
+    return 0
+
+
+def run_plans(args: argparse.Namespace) -> int:
+    """``nosink plans``: the named plans as an aligned table."""
+    print(format_table([("plan", "paper name", "meaning"), *NAMED_PLANS]))
+    print()
+    print(PLAN_KEY)
+    return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    """``nosink inspect``: the layer calls of a plan on a model, from its config alone."""
+    from transformers import AutoConfig
+
+    from nosink.families import family_for
+
+    plan = Plan.coerce(args.plan)
+    _check_model_path(args.model)
+    config = AutoConfig.from_pretrained(args.model)
+    family_for(config)
+    num_layers = config.num_hidden_layers
+    schedule = plan.resolve(num_layers)
+    print(f"plan {plan} on {config.model_type} (L={num_layers})")
+    rows = [(str(call), str(layer), pattern, branch) for call, (layer, pattern, branch) in enumerate(schedule.rows())]
+    print(format_table([("call", "layer", "pattern", "branch"), *rows]))
+    if len(schedule.branches) > 1:
+        print("the branch outputs are summed, then the final norm is applied")
+    return 0
+
+
+# -------------------------------------------------------------------- helpers
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as left-aligned columns two spaces apart; the last column is not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]]) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _check_model_path(model: str) -> None:
+    """A clear error for a local folder that does not exist (transformers would read it as a hub name)."""
+    path = Path(model).expanduser()
+    looks_local = path.is_absolute() or model.startswith((".", "~")) or model.endswith(("/", "\\"))
+    if looks_local and not path.exists():
+        raise NosinkError(f"model folder {model!r} does not exist")
+
+
+def _describe(error: BaseException) -> str:
+    """One line for an error: OS errors as 'reason: file', others with their message's lines joined."""
+    if isinstance(error, OSError) and error.strerror and error.filename:
+        return f"{error.strerror}: {error.filename}"
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return text or type(error).__name__
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
