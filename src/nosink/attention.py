@@ -133,12 +133,13 @@ def registered_name(original: str | None) -> str:
 
 
 @contextmanager
-def nosink_attention_enabled(model: nn.Module) -> Iterator[None]:
-    """Name the nosink attention in ``model.config`` (and eval mode) for one call, then restore both."""
+def nosink_attention_enabled(model: nn.Module, *, switch: bool = True) -> Iterator[None]:
+    """Name the nosink attention in ``model.config`` (if ``switch``) and eval mode for one call; restore both."""
     config = model.config
     with _switch_lock:
         original, training = config._attn_implementation, model.training
-        config._attn_implementation = registered_name(original)
+        if switch:
+            config._attn_implementation = registered_name(original)
         model.eval()
         try:
             yield

@@ -23,10 +23,11 @@ def run_schedule(
     """Final-norm states [B, T, D]; positions count from each row's first real token."""
     position_ids = relative_positions(attention_mask)  # [B, T]
     patterns = schedule.layer_patterns
-    if patterns is not None and records is None and all(p == CAUSAL for p in patterns):
-        return _model_forward(base, input_ids, attention_mask, position_ids)  # baseline: vanilla, untouched
+    vanilla = patterns is not None and records is None and all(p == CAUSAL for p in patterns)
     context = CallContext(attention_mask, records=records)
-    with nosink_attention_enabled(base):
+    with nosink_attention_enabled(base, switch=not vanilla):
+        if vanilla:
+            return _model_forward(base, input_ids, attention_mask, position_ids)  # baseline: the model untouched
         if patterns is not None:
             own_mask = tuple(None if p == CAUSAL else p for p in patterns)  # causal layers: model's own mask
             context = CallContext(attention_mask, layer_patterns=own_mask, records=records)
