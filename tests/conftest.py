@@ -32,16 +32,25 @@ TINY_CONFIGS = {
     "qwen2": lambda: transformers.Qwen2Config(**_ROTARY, use_sliding_window=False),
     "qwen3": lambda: transformers.Qwen3Config(**_ROTARY, head_dim=8, use_sliding_window=False),
     "phi3": lambda: transformers.Phi3Config(**_ROTARY, pad_token_id=0),
+    "olmo": lambda: transformers.OlmoConfig(**_ROTARY, pad_token_id=0),
     "olmo2": lambda: transformers.Olmo2Config(**_ROTARY, pad_token_id=0),
+    "gemma2": lambda: transformers.Gemma2Config(**_ROTARY, head_dim=8, sliding_window=64),
     "gemma3_text": lambda: transformers.Gemma3TextConfig(**_ROTARY, head_dim=8, sliding_window=64),
     "gpt2": lambda: transformers.GPT2Config(
-        vocab_size=VOCAB, n_embd=32, n_layer=4, n_head=4, n_positions=128, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0
+        vocab_size=VOCAB,
+        n_embd=32,
+        n_layer=4,
+        n_head=4,
+        n_positions=128,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
     ),
 }
 
 
-def tiny_model(family: str, *, causal_lm: bool = False, attn: str = "sdpa", seed: int = 0) -> torch.nn.Module:
-    """A random tiny model of one family, float32, eval mode."""
+def tiny_model(family: str, *, causal_lm: bool = False, attn: str | None = None, seed: int = 0) -> torch.nn.Module:
+    """A random tiny model of one family, float32, eval mode; attention as transformers picks (sdpa if supported)."""
     config = TINY_CONFIGS[family]()
     config.initializer_range = 0.2
     torch.manual_seed(seed)

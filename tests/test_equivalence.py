@@ -47,12 +47,14 @@ def named_cases(L: int) -> list[tuple[str, dict]]:
             (f"mask{m}&bidir:k={L},k0=2", {"name": "mask&bidir", "k": L, "k0": 2, "m": m}),
         ]
     mixed = [("causal", 0), ("backward", 0), ("nosink_causal", 1), ("bidir", 0), ("nosink", 3)][-L:]
-    cases.append(("layers:" + ",".join(p if not m else f"{p}@{m}" for p, m in mixed), {"name": "layers", "patterns": mixed}))
+    cases.append(
+        ("layers:" + ",".join(p if not m else f"{p}@{m}" for p, m in mixed), {"name": "layers", "patterns": mixed})
+    )
     return cases
 
 
 @functools.cache
-def model(name: str, attn: str = "sdpa") -> torch.nn.Module:
+def model(name: str, attn: str | None = None) -> torch.nn.Module:
     return load_model(name, attn=attn)
 
 
@@ -99,7 +101,7 @@ def test_every_named_plan_matches_hand_written_reference(model_name: str, paddin
 
 
 @pytest.mark.parametrize("padding", ["left", "right"])
-@pytest.mark.parametrize("family", ["llama", "mistral", "qwen3", "phi3", "olmo2", "gemma3_text"])
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen3", "phi3", "olmo", "olmo2", "gemma2", "gemma3_text"])
 def test_every_named_plan_matches_layer_by_layer_reference(family: str, padding: str) -> None:
     """Other families: the reference runs the model's own eager layers one by one with explicit masks."""
     ours, eager = tiny_model(family), tiny_model(family, attn="eager")
@@ -115,7 +117,9 @@ def test_every_named_plan_matches_layer_by_layer_reference(family: str, padding:
             raise AssertionError(f"plan {plan}: {error}") from error
 
 
-@pytest.mark.parametrize("plan", ["baseline", "inplace-bidir:k=4", "mask0-bidir:k=2", "inter-back:k=2", "extend-bidir:k=1"])
+@pytest.mark.parametrize(
+    "plan", ["baseline", "inplace-bidir:k=4", "mask0-bidir:k=2", "inter-back:k=2", "extend-bidir:k=1"]
+)
 def test_sliding_window_layers_keep_their_window_when_converted(plan: str) -> None:
     """Gemma-3 sliding layers (window 3 here) attend only within |i - j| < 3, whatever the pattern."""
     ours, eager = tiny_model("gemma3_text"), tiny_model("gemma3_text", attn="eager")

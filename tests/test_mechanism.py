@@ -73,12 +73,11 @@ def test_eager_weights_are_exactly_zero_where_the_pattern_forbids(family: str, m
                 assert torch.all(weights[b, :, i, mask[b] == 0] == 0), "padding keys must get 0"
                 pi = positions[b, i]
                 for j in real:
-                    pj, w = positions[b, j], weights[b, :, i, j]
-                    if record.pattern.kind in (Pattern.NOSINK, Pattern.NOSINK_CAUSAL) and pj <= m and pi > pj:
+                    pj, w, kind = positions[b, j], weights[b, :, i, j], record.pattern.kind
+                    hidden_sink = kind in (Pattern.NOSINK, Pattern.NOSINK_CAUSAL) and pj <= m and pi > pj
+                    if hidden_sink or (kind is Pattern.BACKWARD and pj < pi):
                         assert torch.all(w == 0), (record.layer, i, j)
-                    elif record.pattern.kind is Pattern.BACKWARD and pj < pi:
-                        assert torch.all(w == 0), (record.layer, i, j)
-                    elif record.pattern.kind is Pattern.BIDIR:
+                    elif kind is Pattern.BIDIR:
                         assert torch.all(w > 0)
                 assert torch.allclose(weights[b, :, i].sum(-1), torch.ones(weights.shape[1]))
 
@@ -88,7 +87,7 @@ def test_attentions_cover_every_call_of_a_branched_plan() -> None:
     ids, mask = batch([6], "none")
     encoder = Encoder.from_model(base, tiny_tokenizer(), plan="inter-back:k=2")
     records = encoder.attentions(ids, mask)
-    assert [(r.layer, str(r.pattern)) for r in records] == [(l, p) for l, p, _ in encoder.schedule.rows()]
+    assert [(r.layer, str(r.pattern)) for r in records] == [(layer, p) for layer, p, _ in encoder.schedule.rows()]
 
 
 def test_from_model_shares_weights_and_leaves_generate_identical() -> None:
@@ -135,5 +134,5 @@ def test_unknown_family_is_refused_with_the_supported_list() -> None:
 
 
 def test_plan_too_deep_for_the_model_is_refused_at_wrap_time() -> None:
-    with pytest.raises(NosinkError, match="k=9.*L=4"):
+    with pytest.raises(NosinkError, match=r"k=9.*L=4"):
         Encoder.from_model(tiny_model("llama"), tiny_tokenizer(), plan="inplace-bidir:k=9")

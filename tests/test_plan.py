@@ -42,7 +42,12 @@ def test_string_form_round_trips(text: str) -> None:
 
 def test_every_documented_template_parses() -> None:
     for template, _, _ in NAMED_PLANS:
-        text = template.replace("{M}", "1").replace("K0", "1").replace("K", "2").replace("P,P,...", "causal,causal,bidir,nosink")
+        text = (
+            template.replace("{M}", "1")
+            .replace("K0", "1")
+            .replace("K", "2")
+            .replace("P,P,...", "causal,causal,bidir,nosink")
+        )
         text = text.replace("I=P,A..B=P", "0=bidir,-2..-1=nosink")
         Plan.parse(text).resolve(4)
 
@@ -82,7 +87,12 @@ def test_explicit_forms_in_python() -> None:
         "bidir",
         "nosink@2",
     ]
-    assert patterns(Plan.from_layers({-1: "nosink", (0, 1): "backward"}), 4) == ["backward", "backward", "causal", "nosink"]
+    assert patterns(Plan.from_layers({-1: "nosink", (0, 1): "backward"}), 4) == [
+        "backward",
+        "backward",
+        "causal",
+        "nosink",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -96,7 +96,6 @@ class Encoder:
         family_for(config)  # fail before loading any weights
         Plan.coerce(plan).resolve(config.num_hidden_layers)
         target = _resolve_device(device)
-        model_kwargs.setdefault("attn_implementation", "sdpa")
         if target.type != "cpu":
             model_kwargs.setdefault("device_map", str(target))
         model = AutoModel.from_pretrained(name_or_path, dtype=_resolve_dtype(dtype, target), **model_kwargs)
