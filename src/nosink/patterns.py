@@ -122,8 +122,8 @@ def build_mask(
     positions = relative_positions(attention_mask)  # [B, T]
     mask = allowed(pattern, positions) & real[:, None, :]  # [B, T, T]: padding keys never attended
     if sliding_window is not None:
-        distance = positions[:, :, None] - positions[:, None, :]  # [B, T, T]
-        mask &= distance.abs() < sliding_window
+        qi, kj = positions[:, :, None], positions[:, None, :]  # [B, T, 1], [B, 1, T]
+        mask &= (kj > qi - sliding_window) & (kj < qi + sliding_window)  # [B, T, T]: |i - j| < window
     eye = torch.eye(mask.shape[-1], dtype=torch.bool, device=mask.device)  # [T, T]
     return (mask | eye)[:, None]  # [B, 1, T, T]: every row keeps itself
 
