@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,9 +97,12 @@ class Encoder:
         family_for(config)  # fail before loading any weights
         Plan.coerce(plan).resolve(config.num_hidden_layers)
         target = _resolve_device(device)
-        if target.type != "cpu":
+        streams_to_device = target.type != "cpu" and importlib.util.find_spec("accelerate") is not None
+        if streams_to_device:  # device_map loads straight onto the device, but needs accelerate
             model_kwargs.setdefault("device_map", str(target))
         model = AutoModel.from_pretrained(name_or_path, dtype=_resolve_dtype(dtype, target), **model_kwargs)
+        if "device_map" not in model_kwargs:
+            model.to(target)  # moves the parameters in place; no second copy is kept
         model.eval()
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         return cls(model, tokenizer, plan=plan, pooling=pooling, max_length=max_length)

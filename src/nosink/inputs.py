@@ -79,6 +79,7 @@ class TextTokenizer:
                 return_special_tokens_mask=True,
                 return_offsets_mapping=offsets,
                 truncation=False,
+                verbose=False,  # over-long texts are reported once, by the encoder
             )
             for i in range(len(chunk)):
                 rows.append(self._row(encoded, i, start + i, offsets))

@@ -1,0 +1,70 @@
+"""Overhead of nosink plans against the vanilla forward pass, as ratios measured in one run.
+
+    python benchmarks/overhead.py [--layers 8] [--hidden 256] [--batch 16] [--tokens 128] [--repeats 5]
+
+Builds a random Llama of the given size (no download), then times ``Encoder.hidden_states`` for
+several plans on the same padded batch and prints each time relative to ``baseline`` (the model's
+own forward). Single-pass plans should sit near 1.0x (one boolean mask per pattern); INTER-X(k)
+runs k extra layers and EXTRA/EXTEND likewise, so their expected cost is (L + k) / L.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import transformers
+
+from nosink import Encoder
+
+PLANS = [
+    "baseline",
+    "inplace-bidir:k=4",
+    "mask0-bidir:k=4",
+    "mask0&bidir:k=6,k0=2",
+    "inter-back:k=4",
+    "inter-bidir:k=4",
+    "extra-bidir:k=4",
+    "extend-bidir:k=2",
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    config = transformers.LlamaConfig(
+        vocab_size=1000,
+        hidden_size=args.hidden,
+        intermediate_size=4 * args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=max(1, args.hidden // 64),
+        num_key_value_heads=max(1, args.hidden // 128),
+    )
+    torch.manual_seed(0)
+    model = transformers.AutoModel.from_config(config, dtype=torch.float32).eval()
+    lengths = torch.linspace(args.tokens // 4, args.tokens, args.batch).long()
+    mask = (torch.arange(args.tokens)[None] < lengths[:, None]).long()  # [B, T], right padded
+    ids = torch.randint(3, 1000, (args.batch, args.tokens)) * mask
+    encoders = {plan: Encoder.from_model(model, tokenizer=lambda *a, **k: None, plan=plan) for plan in PLANS}
+    samples: dict[str, list[float]] = {plan: [] for plan in PLANS}
+    for repeat in range(args.repeats + 1):  # plans interleaved, so drift hits all alike; round 0 warms up
+        for plan, encoder in encoders.items():
+            start = time.perf_counter()
+            encoder.hidden_states(ids, mask)
+            if repeat:
+                samples[plan].append(time.perf_counter() - start)
+    times = {plan: statistics.median(values) for plan, values in samples.items()}
+    print(f"random Llama L={args.layers} D={args.hidden}, batch {args.batch}x{args.tokens}, torch {torch.__version__}")
+    for plan, seconds in times.items():
+        print(f"{plan:24s} {seconds * 1000:8.1f} ms  {seconds / times['baseline']:5.2f}x baseline")
+
+
+if __name__ == "__main__":
+    main()
