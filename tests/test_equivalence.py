@@ -86,11 +86,7 @@ def check_against_reference(encoder: Encoder, reference: Reference, config: dict
         assert (reference.states(real_ids, config) - baseline).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("padding", list(PADDINGS))
-@pytest.mark.parametrize("model_name", ["llama", "qwen2", "gpt2", "stories260k"])
-def test_every_named_plan_matches_hand_written_reference(model_name: str, padding: str) -> None:
-    base = model(model_name)
-    reference = Reference(base, hand_written=True)
+def check_every_named_plan(base: torch.nn.Module, reference: Reference, padding: str) -> None:
     tokenizer = tiny_tokenizer()
     for plan, config in named_cases(reference.num_layers):
         encoder = Encoder.from_model(base, tokenizer, plan=plan)
@@ -100,6 +96,13 @@ def test_every_named_plan_matches_hand_written_reference(model_name: str, paddin
             raise AssertionError(f"plan {plan}: {error}") from error
 
 
+@pytest.mark.parametrize("padding", list(PADDINGS))
+@pytest.mark.parametrize("model_name", ["llama", "qwen2", "gpt2", "stories260k"])
+def test_every_named_plan_matches_hand_written_reference(model_name: str, padding: str) -> None:
+    base = model(model_name)
+    check_every_named_plan(base, Reference(base, hand_written=True), padding)
+
+
 @pytest.mark.parametrize("padding", ["left", "right"])
 @pytest.mark.parametrize("family", ["llama", "mistral", "qwen3", "phi3", "olmo", "olmo2", "gemma2", "gemma3_text"])
 def test_every_named_plan_matches_layer_by_layer_reference(family: str, padding: str) -> None:
@@ -107,14 +110,7 @@ def test_every_named_plan_matches_layer_by_layer_reference(family: str, padding:
     ours, eager = tiny_model(family), tiny_model(family, attn="eager")
     for a, b in zip(ours.parameters(), eager.parameters(), strict=True):
         assert torch.equal(a, b)
-    reference = Reference(eager, hand_written=False)
-    tokenizer = tiny_tokenizer()
-    for plan, config in named_cases(reference.num_layers):
-        encoder = Encoder.from_model(ours, tokenizer, plan=plan)
-        try:
-            check_against_reference(encoder, reference, config, padding)
-        except AssertionError as error:
-            raise AssertionError(f"plan {plan}: {error}") from error
+    check_every_named_plan(ours, Reference(eager, hand_written=False), padding)
 
 
 @pytest.mark.parametrize(
