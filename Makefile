@@ -13,7 +13,7 @@ $(PY):
 # torch is pinned to the CPU wheel first so that nothing pulls the multi-GB CUDA build.
 install: $(PY)
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -c ci/cpu-constraints.txt -e ".[dev]"
 
 run: install
 	printf 'Once upon a time there was a little girl.\nThe dog ran to the park.\n' \
