@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from nosink.runner import run_schedule
 
 DEFAULT_BATCH_SIZE = 32
 PROGRESS_BAR_MIN_TEXTS = 256
+R = TypeVar("R")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -200,9 +201,12 @@ class Encoder:
         texts = check_texts(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        rows = TextTokenizer(self.tokenizer, max_length=self.max_length, instruction=instruction)(texts)
+        rows = self.tokenize(texts, instruction=instruction)
         output = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for batch, states in self._forward(rows, batch_size, max_tokens_per_batch, show_progress_bar):
+        run = self.run_batches(
+            rows, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, show_progress_bar=show_progress_bar
+        )
+        for batch, states in run:
             pooled = pool(states, batch.attention_mask, batch.text_mask, self.pooling)  # [B, D]
             if normalize:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
@@ -227,23 +231,39 @@ class Encoder:
         if not getattr(self.tokenizer, "is_fast", False):
             raise NosinkError("encode_tokens needs a fast tokenizer (character offsets); load one with use_fast=True")
         strings = [item if isinstance(item, str) else " ".join(item) for item in items]
-        tokenize = TextTokenizer(self.tokenizer, max_length=self.max_length, instruction=instruction)
-        rows = tokenize(strings, offsets=True)
+        rows = self.tokenize(strings, instruction=instruction, offsets=True)
         states_of: dict[int, np.ndarray] = {}
-        for batch, states in self._forward(rows, batch_size, max_tokens_per_batch, show_progress_bar):
+        run = self.run_batches(
+            rows, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, show_progress_bar=show_progress_bar
+        )
+        for batch, states in run:
             for b, index in enumerate(batch.indices):
                 states_of[index] = states[b][batch.text_mask[b]].float().cpu().numpy()  # [n_tokens, D]
         return [
             _token_encoding(strings[i], item, rows[i], states_of[i], self.tokenizer) for i, item in enumerate(items)
         ]
 
-    def _forward(
+    # ---------------------------------------------------------------- lower level
+
+    def tokenize(
+        self, texts: list[str], *, instruction: str | None = None, offsets: bool = False
+    ) -> list[TokenizedText]:
+        """Rows of token ids as the encoder feeds them: specials, instruction, text, truncated to max_length."""
+        return TextTokenizer(self.tokenizer, max_length=self.max_length, instruction=instruction)(
+            texts, offsets=offsets
+        )
+
+    def run_batches(
         self,
         rows: list[TokenizedText],
-        batch_size: int | None,
-        max_tokens_per_batch: int | None,
-        show_progress_bar: bool | None,
-    ):
+        *,
+        batch_size: int | None = None,
+        max_tokens_per_batch: int | None = None,
+        show_progress_bar: bool | None = None,
+        run: Callable[[Batch], R] | None = None,
+        description: str = "encoding",
+    ) -> Iterator[tuple[Batch, R]]:
+        """Length-sorted, token-budget batches of ``rows`` with ``run(batch)`` (default: the plan's states)."""
         truncated = sum(row.truncated for row in rows)
         if truncated:
             warnings.warn(
@@ -251,20 +271,19 @@ class Encoder:
                 "and were truncated",
                 stacklevel=3,
             )
-        pad_id = _pad_id(self.tokenizer)
-        left = getattr(self.tokenizer, "padding_side", "right") == "left"
         groups = batches(
             rows,
             batch_size=batch_size or DEFAULT_BATCH_SIZE,
             max_tokens_per_batch=max_tokens_per_batch,
-            pad_id=pad_id,
-            left_padding=left,
+            pad_id=pad_id(self.tokenizer),
+            left_padding=getattr(self.tokenizer, "padding_side", "right") == "left",
             device=self.device,
         )
+        run = run or self._states
         show = len(rows) >= PROGRESS_BAR_MIN_TEXTS if show_progress_bar is None else show_progress_bar
-        with tqdm(total=len(rows), disable=not show, desc="encoding", unit="text") as bar:
+        with tqdm(total=len(rows), disable=not show, desc=description, unit="text") as bar:
             for batch in groups:
-                yield batch, self._states(batch)
+                yield batch, run(batch)
                 bar.update(len(batch.indices))
 
     @torch.inference_mode()
@@ -293,7 +312,8 @@ def _resolve_dtype(dtype: torch.dtype | str, device: torch.device) -> torch.dtyp
     return _DTYPES[dtype]
 
 
-def _pad_id(tokenizer: Any) -> int:
+def pad_id(tokenizer: Any) -> int:
+    """The id used for padding: the pad token, else EOS or UNK; padding is masked out, so any valid id works."""
     for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id):
         if candidate is not None:
             return int(candidate)

@@ -7,7 +7,7 @@ from torch import nn
 
 from nosink.attention import CONTEXT_KWARG, AttentionRecord, CallContext, nosink_attention_enabled
 from nosink.families import Family
-from nosink.patterns import CAUSAL, relative_positions
+from nosink.patterns import CAUSAL, LayerPattern, relative_positions
 from nosink.plan import Schedule, Step
 
 
@@ -70,3 +70,55 @@ def _run_branches(
     shared = run(schedule.prefix, hidden)  # [B, T, D]
     total = sum(run(branch, shared) for branch in schedule.branches)  # [B, T, D]: A + B
     return family.final_norm(base)(total)  # [B, T, D]
+
+
+def run_schedules(
+    base: nn.Module,
+    family: Family,
+    schedules: list[Schedule],
+    input_ids: torch.Tensor,  # [B, T]
+    attention_mask: torch.Tensor,  # [B, T], 1 = real token
+) -> list[torch.Tensor]:
+    """Final-norm states [B, T, D] for many schedules at once, sharing every common prefix.
+
+    Single-pass schedules form a tree by their per-layer patterns: a layer call is made once for
+    all schedules that agree on every layer up to it. A k-sweep of ``inplace-bidir`` over k = 1…L
+    thus costs L causal layer calls plus the converted tops (L + L(L+1)/2 calls instead of L²).
+    Branched schedules (INTER/EXTRA/EXTEND) run one by one.
+    """
+    results: list[torch.Tensor | None] = [None] * len(schedules)
+    single = [i for i, s in enumerate(schedules) if s.layer_patterns is not None]
+    for i, schedule in enumerate(schedules):
+        if schedule.layer_patterns is None:
+            results[i] = run_schedule(base, family, schedule, input_ids, attention_mask)
+    if single:
+        position_ids = relative_positions(attention_mask)  # [B, T]
+        context = CallContext(attention_mask)
+        with nosink_attention_enabled(base):
+            layers = family.decoder_layers(base)
+            hidden = family.embed(base, input_ids, position_ids)  # [B, T, D]
+            layer_inputs = family.layer_inputs(base, hidden, position_ids)
+            patterns = {i: schedules[i].layer_patterns for i in single}
+
+            def descend(members: list[int], depth: int, h: torch.Tensor) -> None:
+                if depth == len(layers):
+                    out = family.final_norm(base)(h)  # [B, T, D]
+                    for i in members:
+                        results[i] = out
+                    return
+                groups: dict[LayerPattern, list[int]] = {}
+                for i in members:
+                    groups.setdefault(patterns[i][depth], []).append(i)
+                ordered = sorted(groups.items(), key=lambda item: len(item[1]))  # widest group last
+                for index, (pattern, group) in enumerate(ordered):
+                    call = {CONTEXT_KWARG: context.with_pattern(pattern), **layer_inputs(depth)}
+                    out = layers[depth](h, attention_mask=None, **call)
+                    h_next = out[0] if isinstance(out, tuple) else out  # [B, T, D]
+                    if index == len(ordered) - 1:
+                        del h  # the last branch does not need the parent state: memory stays O(branches)
+                        descend(group, depth + 1, h_next)
+                        return
+                    descend(group, depth + 1, h_next)
+
+            descend(single, 0, hidden)
+    return results  # type: ignore[return-value]

@@ -1,0 +1,245 @@
+"""k/k0 sweeps: score one task for every k of a configuration family, sharing the frozen part.
+
+The layers below the lowest converted layer are computed once per batch and shared by all plans
+(:func:`nosink.runner.run_schedules`), so sweeping k = 1…L costs about one forward pass plus the
+converted tops, not one forward pass per k.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from nosink.encoder import Encoder
+from nosink.errors import NosinkError
+from nosink.inputs import Batch, check_texts
+from nosink.plan import Plan
+from nosink.pooling import pool
+from nosink.runner import run_schedules
+
+SWEEP_FAMILIES = (
+    "inplace-bidir",
+    "inplace-back",
+    "mask{M}-bidir",
+    "mask{M}-for",
+    "mask{M}-all",
+    "mask{M}&bidir",
+    "inter-bidir",
+    "inter-back",
+    "extra-bidir",
+    "extra-back",
+    "extend-bidir",
+    "extend-back",
+)
+DEFAULT_K0_GRID = (1, 2, 4)
+_FAMILY_RE = re.compile(r"^(inplace|inter|extra|extend)-(bidir|back)$|^mask(\d+)(-bidir|-for|-all|&bidir)$")
+
+
+class SweepTask(Protocol):
+    """A task scored from features: which texts to embed, and a score for their features."""
+
+    name: str
+    main_metric: str
+    instruction: str | None
+
+    def texts(self) -> list[str]:
+        """Every text to embed, in the order ``score`` expects their features."""
+        ...
+
+    def score(self, features: np.ndarray) -> dict[str, float]:
+        """Metrics from the features [N, D] of ``texts()``."""
+        ...
+
+
+@dataclass
+class StsSweepTask:
+    """STS on pairs with gold scores: Spearman ×100 of cosine similarities (MTEB's main score)."""
+
+    texts_a: list[str]
+    texts_b: list[str]
+    gold: list[float]
+    instruction: str | None = "Retrieve semantically similar text."
+    name: str = "sts"
+    main_metric: str = "spearman"
+
+    def texts(self) -> list[str]:
+        return [*self.texts_a, *self.texts_b]
+
+    def score(self, features: np.ndarray) -> dict[str, float]:
+        from nosink.eval.tasks import sts_scores
+
+        n = len(self.texts_a)
+        return sts_scores(features[:n], features[n:], self.gold)
+
+
+@dataclass
+class ClassificationSweepTask:
+    """Logistic regression on train features, scored on the validation features."""
+
+    train_texts: list[str]
+    train_labels: list[str]
+    val_texts: list[str]
+    val_labels: list[str]
+    instruction: str | None = None
+    n_experiments: int = 1
+    name: str = "classification"
+    main_metric: str = "accuracy"
+
+    def texts(self) -> list[str]:
+        return [*self.train_texts, *self.val_texts]
+
+    def score(self, features: np.ndarray) -> dict[str, float]:
+        from nosink.eval.tasks import classification_scores
+
+        n = len(self.train_texts)
+        return classification_scores(
+            features[:n], self.train_labels, features[n:], self.val_labels, n_experiments=self.n_experiments
+        )
+
+
+@dataclass
+class SweepRow:
+    """One plan's score."""
+
+    family: str
+    plan: str
+    k: int
+    k0: int | None
+    metrics: dict[str, float]
+    score: float
+
+
+@dataclass
+class SweepResult:
+    """Every plan's score, the best plan, and the time it took."""
+
+    task: str
+    main_metric: str
+    rows: list[SweepRow]
+    best: str
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "rows": [asdict(row) for row in self.rows]}
+
+    def write_csv(self, path: str | Path) -> None:
+        lines = ["family,plan,k,k0,score"]
+        lines += [f"{r.family},{r.plan},{r.k},{'' if r.k0 is None else r.k0},{r.score:.6f}" for r in self.rows]
+        Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def family_plans(
+    family: str, num_layers: int, *, ks: Sequence[int] | None = None, k0s: Sequence[int] | None = None
+) -> list[Plan]:
+    """Every plan of one configuration family: k over ``ks`` (default 1…L), and k0 over ``k0s`` for ``&bidir``.
+
+    ``family`` is a plan name without parameters: ``inplace-bidir``, ``mask0-bidir``, ``mask0&bidir``, ….
+    """
+    match = _FAMILY_RE.match(family)
+    if match is None:
+        known = ", ".join(SWEEP_FAMILIES)
+        raise NosinkError(f"unknown sweep family {family!r}; use one of {known} (M = a sink index, e.g. mask0)")
+    ks = list(ks) if ks is not None else list(range(1, num_layers + 1))
+    bad = [k for k in ks if not 1 <= k <= num_layers]
+    if bad:
+        raise NosinkError(f"k values {bad} are outside 1..{num_layers} for this model")
+    if not family.endswith("&bidir"):
+        return [Plan.parse(f"{family}:k={k}") for k in ks]
+    grid = list(k0s) if k0s is not None else list(DEFAULT_K0_GRID)
+    return [Plan.parse(f"{family}:k={k},k0={k0}") for k in ks for k0 in grid if 1 <= k0 <= k]
+
+
+@torch.inference_mode()
+def sweep_features(
+    encoder: Encoder,
+    texts: Sequence[str],
+    plans: Sequence[Plan],
+    *,
+    instruction: str | None = None,
+    batch_size: int | None = None,
+    show_progress_bar: bool | None = None,
+) -> list[np.ndarray]:
+    """Pooled features [N, D] of ``texts`` under every plan, equal to ``encoder.with_plan(p).encode(texts)``."""
+    texts = check_texts(texts)
+    schedules = [plan.resolve(encoder.num_layers) for plan in plans]
+    features = [np.zeros((len(texts), encoder.dim), dtype=np.float32) for _ in plans]
+
+    def run(batch: Batch) -> list[torch.Tensor]:
+        return run_schedules(encoder.base, encoder.family, schedules, batch.input_ids, batch.attention_mask)
+
+    rows = encoder.tokenize(texts, instruction=instruction)
+    progress = {"show_progress_bar": show_progress_bar, "description": f"sweep ({len(plans)} plans)"}
+    for batch, states in encoder.run_batches(rows, batch_size=batch_size, run=run, **progress):
+        for output, state in zip(features, states, strict=True):
+            output[batch.indices] = pool(state, batch.attention_mask, batch.text_mask, encoder.pooling).cpu().numpy()
+    return features
+
+
+def run_sweep(
+    encoder: Encoder,
+    task: SweepTask,
+    families: Sequence[str],
+    *,
+    ks: Sequence[int] | None = None,
+    k0s: Sequence[int] | None = None,
+    batch_size: int | None = None,
+    show_progress_bar: bool | None = None,
+) -> SweepResult:
+    """Score ``task`` for every plan of every family; the best plan has the highest main metric."""
+    plans = [(family, plan) for family in families for plan in family_plans(family, encoder.num_layers, ks=ks, k0s=k0s)]
+    start = time.perf_counter()
+    features = sweep_features(
+        encoder,
+        task.texts(),
+        [plan for _, plan in plans],
+        instruction=task.instruction,
+        batch_size=batch_size,
+        show_progress_bar=show_progress_bar,
+    )
+    encoded = time.perf_counter()
+    rows = []
+    for (family, plan), feature in zip(plans, features, strict=True):
+        metrics = task.score(feature)
+        k0 = plan.k0 if family.endswith("&bidir") else None
+        rows.append(SweepRow(family, str(plan), plan.k, k0, metrics, float(metrics[task.main_metric])))
+    best = max(rows, key=lambda row: row.score).plan
+    seconds = {"features": encoded - start, "scoring": time.perf_counter() - encoded}
+    return SweepResult(task.name, task.main_metric, rows, best, seconds)
+
+
+def plot_sweep(result: SweepResult, path: str | Path, *, title: str | None = None) -> None:
+    """Score vs k, one line per family (and per k0 for ``&bidir``), like the paper's Figures 2, 4 and 6."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise NosinkError('plotting needs matplotlib: pip install "nosink[eval]"') from None
+    lines: dict[str, list[SweepRow]] = {}
+    for row in result.rows:
+        label = row.family if row.k0 is None else f"{row.family} (k0={row.k0})"
+        lines.setdefault(label, []).append(row)
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for label, rows in lines.items():
+        rows = sorted(rows, key=lambda r: r.k)
+        axes.plot([r.k for r in rows], [r.score for r in rows], marker="o", label=label)
+    best = next(r for r in result.rows if r.plan == result.best)
+    axes.scatter(
+        [best.k], [best.score], s=160, facecolors="none", edgecolors="black", zorder=5, label=f"best: {best.plan}"
+    )
+    axes.set_xlabel("k (number of converted layers)")
+    axes.set_ylabel(f"{result.task} {result.main_metric}")
+    axes.set_title(title or f"{result.task}: {result.main_metric} vs k")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
