@@ -169,3 +169,10 @@ def test_progress_bar_on_request(model, tokenizer, capsys) -> None:
         warnings.simplefilter("error")
         Encoder.from_model(model, tokenizer).encode(TEXTS, show_progress_bar=True)
     assert "encoding" in capsys.readouterr().err
+
+
+def test_whitespace_only_tokens_belong_to_no_word(model, tokenizer) -> None:
+    """A lone '▁' (the tokenizer's word-start marker before an unknown piece) is not the word's first token."""
+    [item] = Encoder.from_model(model, tokenizer).encode_tokens([["Zyx", "saw", "a", "dog."]])
+    assert item.tokens[0] == "▁" and item.word_ids[0] is None
+    assert item.word_ids[1:4] == [0, 0, 0] and item.word_ids[4] == 1

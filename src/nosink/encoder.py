@@ -325,20 +325,26 @@ def _token_encoding(
 ) -> TokenEncoding:
     ids = row.ids[row.text_start : row.text_end]
     offsets = list(row.offsets or [])
-    word_ids = None if isinstance(item, str) else _word_ids(text, list(item), offsets)
     tokens = tokenizer.convert_ids_to_tokens(ids)
+    word_ids = None
+    if not isinstance(item, str):
+        blank = [not tokenizer.convert_tokens_to_string([token]).strip() for token in tokens]
+        word_ids = _word_ids(text, list(item), offsets, blank)
     return TokenEncoding(text, tokens, ids, offsets, word_ids, states)
 
 
-def _word_ids(text: str, words: list[str], offsets: list[tuple[int, int]]) -> list[int | None]:
+def _word_ids(
+    text: str, words: list[str], offsets: list[tuple[int, int]], blank: list[bool]
+) -> list[int | None]:
+    """The word of each token (by character overlap); None for whitespace-only tokens such as a lone '▁'."""
     spans, cursor = [], 0
     for word in words:
         spans.append((cursor, cursor + len(word)))
         cursor += len(word) + 1
     result: list[int | None] = []
-    for start, end in offsets:
+    for (start, end), is_blank in zip(offsets, blank, strict=True):
         while start < end and text[start].isspace():
             start += 1
         owner = next((w for w, (a, b) in enumerate(spans) if a <= start < b), None)
-        result.append(owner if start < end else None)
+        result.append(owner if start < end and not is_blank else None)
     return result
