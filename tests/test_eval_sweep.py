@@ -99,7 +99,9 @@ def test_run_sweep_picks_the_best_row_and_writes_table_and_plot(tmp_path) -> Non
         alone = encoder.with_plan(row.plan).encode(TEXTS)
         assert row.score == pytest.approx(float(np.linalg.norm(alone, axis=1).mean()), abs=1e-4)
     result.write_csv(tmp_path / "sweep.csv")
-    assert (tmp_path / "sweep.csv").read_text().splitlines()[0] == "family,plan,k,k0,score"
+    lines = (tmp_path / "sweep.csv").read_text().splitlines()
+    assert lines[0] == "family,plan,k,k0,score"
+    assert any(line.startswith('mask0&bidir,"mask0&bidir:k=2,k0=1",2,1,') for line in lines)  # quoted: it has a comma
     json.dumps(result.to_dict())
     plot_sweep(result, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").stat().st_size > 10_000

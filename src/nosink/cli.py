@@ -14,6 +14,7 @@ from pathlib import Path
 
 from nosink import __version__
 from nosink.errors import NosinkError
+from nosink.eval.commands import add_commands
 from nosink.io import INPUT_FORMATS, check_output, read_inputs, write_embeddings
 from nosink.plan import NAMED_PLANS, Plan
 from nosink.pooling import Pooling
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encode(commands)
     _add_plans(commands)
     _add_inspect(commands)
+    add_commands(commands, _subparser)  # eval, sweep, attention (their heavy imports wait for the handler)
     return parser
 
 
@@ -97,12 +99,13 @@ def _subparser(
     *,
     summary: str,
     epilog: str,
-    handler: Callable[[argparse.Namespace], int],
+    handler: Callable[[argparse.Namespace], int] | None,
 ) -> argparse.ArgumentParser:
     parser = commands.add_parser(
         name, help=summary, description=summary, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.set_defaults(handler=handler)
+    if handler is not None:
+        parser.set_defaults(handler=handler)
     return parser
 
 

@@ -333,9 +333,7 @@ def _token_encoding(
     return TokenEncoding(text, tokens, ids, offsets, word_ids, states)
 
 
-def _word_ids(
-    text: str, words: list[str], offsets: list[tuple[int, int]], blank: list[bool]
-) -> list[int | None]:
+def _word_ids(text: str, words: list[str], offsets: list[tuple[int, int]], blank: list[bool]) -> list[int | None]:
     """The word of each token (by character overlap); None for whitespace-only tokens such as a lone '▁'."""
     spans, cursor = [], 0
     for word in words:

@@ -7,6 +7,7 @@ converted tops, not one forward pass per k.
 
 from __future__ import annotations
 
+import csv
 import re
 import time
 from collections.abc import Sequence
@@ -88,7 +89,7 @@ class ClassificationSweepTask:
     val_texts: list[str]
     val_labels: list[str]
     instruction: str | None = None
-    n_experiments: int = 1
+    n_experiments: int = 10  # MTEB's protocol: 10 experiments of 8 training examples per label
     name: str = "classification"
     main_metric: str = "accuracy"
 
@@ -130,9 +131,19 @@ class SweepResult:
         return {**asdict(self), "rows": [asdict(row) for row in self.rows]}
 
     def write_csv(self, path: str | Path) -> None:
-        lines = ["family,plan,k,k0,score"]
-        lines += [f"{r.family},{r.plan},{r.k},{'' if r.k0 is None else r.k0},{r.score:.6f}" for r in self.rows]
-        Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        """family, plan, k, k0, score; plan strings with commas are quoted (RFC 4180)."""
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["family", "plan", "k", "k0", "score"])
+            for r in self.rows:
+                writer.writerow([r.family, r.plan, r.k, "" if r.k0 is None else r.k0, f"{r.score:.6f}"])
+
+
+def check_family(family: str) -> None:
+    """A clear error for a name that is not a sweepable family (checked before any model loads)."""
+    if _FAMILY_RE.match(family) is None:
+        known = ", ".join(SWEEP_FAMILIES)
+        raise NosinkError(f"unknown sweep family {family!r}; use one of {known} (M = a sink index, e.g. mask0)")
 
 
 def family_plans(
@@ -142,10 +153,7 @@ def family_plans(
 
     ``family`` is a plan name without parameters: ``inplace-bidir``, ``mask0-bidir``, ``mask0&bidir``, ….
     """
-    match = _FAMILY_RE.match(family)
-    if match is None:
-        known = ", ".join(SWEEP_FAMILIES)
-        raise NosinkError(f"unknown sweep family {family!r}; use one of {known} (M = a sink index, e.g. mask0)")
+    check_family(family)
     ks = list(ks) if ks is not None else list(range(1, num_layers + 1))
     bad = [k for k in ks if not 1 <= k <= num_layers]
     if bad:

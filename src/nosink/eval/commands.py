@@ -1,0 +1,396 @@
+"""The evaluation commands of the CLI: ``nosink eval TASK``, ``nosink sweep`` and ``nosink attention``.
+
+Thin wrappers: parse arguments, load data and the model, call the library function, print the
+metrics, and write one JSON run record (``--record``, default ``results/<task>-<time>.json``).
+The heavy imports happen inside the handlers, so the core CLI works without ``nosink[eval]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nosink.errors import NosinkError
+from nosink.plan import Plan
+from nosink.pooling import Pooling
+
+SubparserFactory = Callable[..., argparse.ArgumentParser]
+STS_INSTRUCTION = "Retrieve semantically similar text."
+
+_EVAL_EXAMPLES = """\
+examples (D = ../shared/data):
+  nosink eval sts --model ../shared/models/stories260k --plan mask0-bidir:k=2 \\
+      --data D/sick/SICK_test_annotated.txt
+  nosink eval classification --model M --plan P --train D/banking77/train.csv --test D/banking77/test.csv \\
+      --instruction "Given an online banking query, find the corresponding intents."
+  nosink eval domain --model M --plan P --data D/emotion/train.txt
+  nosink eval ner --model M --plan P --train D/wnut17/wnut17train.conll --test D/wnut17/emerging.test.annotated
+  nosink eval sts --model st:sentence-transformers/all-MiniLM-L6-v2 --data sts-test.csv   # a baseline row
+  nosink eval mteb --model M --plan P --tasks paper15                                     # needs the hub
+"""
+_SWEEP_EXAMPLES = """\
+Scores every k (and k0) of one or more configuration families on a validation split; the
+causal layers below each converted top are computed once and shared.
+
+examples:
+  nosink sweep --model ../shared/models/stories260k --task sts --data ../shared/data/sick/SICK_trial.txt \\
+      --family inplace-bidir --family mask0-bidir --family "mask0&bidir" --out sweep/ --select best-plan.txt
+  nosink sweep --model M --task classification --train ../shared/data/emotion/train.txt \\
+      --val ../shared/data/emotion/val.txt --family mask0-bidir --ks 1-8
+"""
+_ATTENTION_EXAMPLES = """\
+Per-layer attention maps averaged over heads and texts, and sink scores (attention that rows >= 1
+put on token 0, beside the uniform expectation of each layer's pattern).
+
+examples:
+  nosink attention --model ../shared/models/stories260k --plan baseline --plan mask0-bidir:k=5 \\
+      --texts sentences.txt --tokens 16 --detect --out attention/
+"""
+
+
+def add_commands(commands: argparse._SubParsersAction, make: SubparserFactory) -> None:
+    """Register ``eval``, ``sweep`` and ``attention`` on the CLI's subcommands."""
+    evaluate = make(commands, "eval", summary="Score a model and plan on a task.", epilog=_EVAL_EXAMPLES, handler=None)
+    tasks = evaluate.add_subparsers(dest="task", metavar="TASK", required=True)
+    _add_sts(tasks, make)
+    _add_classification(tasks, make)
+    _add_domain(tasks, make)
+    _add_ner(tasks, make)
+    _add_mteb(tasks, make)
+    sweep = make(
+        commands, "sweep", summary="Choose k/k0 on a validation split.", epilog=_SWEEP_EXAMPLES, handler=run_sweep
+    )
+    _add_sweep_arguments(sweep)
+    attention = make(
+        commands,
+        "attention",
+        summary="Attention maps and sink scores.",
+        epilog=_ATTENTION_EXAMPLES,
+        handler=run_attention,
+    )
+    _add_attention_arguments(attention)
+
+
+# -------------------------------------------------------------------- arguments
+
+
+def _model_options(parser: argparse.ArgumentParser, *, baselines: bool = True, plans: bool = False) -> None:
+    kinds = "; st:NAME for sentence-transformers, hf:NAME for a plain HF encoder" if baselines else ""
+    parser.add_argument("--model", required=True, metavar="M", help=f"hub name or local folder{kinds}")
+    if plans:
+        parser.add_argument("--plan", action="append", metavar="P", help="a plan (repeatable; default: baseline)")
+    else:
+        parser.add_argument("--plan", default="baseline", metavar="P", help="plan string (default: %(default)s)")
+    parser.add_argument("--pooling", default="mean", choices=[p.value for p in Pooling], help="default: %(default)s")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    parser.add_argument("--device", metavar="D", help="cpu, cuda, cuda:1 … (default: cuda when available)")
+    parser.add_argument("--max-length", type=int, default=512, metavar="N", help="tokens per text (default: 512)")
+    parser.add_argument("--batch-size", type=int, metavar="N", help="texts per batch (default: 32)")
+    parser.add_argument("--record", metavar="PATH", help="run record JSON (default: results/<task>-<time>.json)")
+
+
+def _limit(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=int, metavar="N", help="use only the first N items of each file")
+
+
+def _add_sts(tasks: argparse._SubParsersAction, make: SubparserFactory) -> None:
+    parser = make(tasks, "sts", summary="STS: Spearman x100 of cosine similarities.", epilog="", handler=run_eval_sts)
+    _model_options(parser)
+    parser.add_argument("--data", required=True, metavar="PATH", help="SICK .txt, STS-B sts-*.csv, or TSV/CSV/JSONL")
+    parser.add_argument("--text-a", metavar="COL")
+    parser.add_argument("--text-b", metavar="COL")
+    parser.add_argument("--score", metavar="COL")
+    parser.add_argument("--instruction", default=STS_INSTRUCTION, metavar="T", help="default: the paper's STS one")
+    parser.add_argument("--no-instruction", action="store_true")
+    _limit(parser)
+
+
+def _add_classification(tasks: argparse._SubParsersAction, make: SubparserFactory) -> None:
+    summary = "Classification: logistic regression on embeddings (MTEB protocol)."
+    parser = make(tasks, "classification", summary=summary, epilog="", handler=run_eval_classification)
+    _model_options(parser)
+    parser.add_argument("--train", required=True, metavar="PATH")
+    parser.add_argument("--test", required=True, metavar="PATH")
+    parser.add_argument("--text", metavar="COL")
+    parser.add_argument("--label", metavar="COL")
+    parser.add_argument("--instruction", metavar="T")
+    parser.add_argument("--experiments", type=int, default=10, metavar="N", help="default: %(default)s (MTEB)")
+    parser.add_argument("--samples-per-label", type=int, default=8, metavar="N", help="0 = all (default: 8, MTEB)")
+    _limit(parser)
+
+
+def _add_domain(tasks: argparse._SubParsersAction, make: SubparserFactory) -> None:
+    summary = "Domain classification: 80/20 split, SMOTE, L-BFGS logistic regression."
+    parser = make(tasks, "domain", summary=summary, epilog="", handler=run_eval_domain)
+    _model_options(parser)
+    parser.add_argument("--data", required=True, metavar="PATH")
+    parser.add_argument("--text", metavar="COL")
+    parser.add_argument("--label", metavar="COL")
+    parser.add_argument("--no-smote", action="store_true")
+    parser.add_argument("--test-size", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=42)
+    _limit(parser)
+
+
+def _add_ner(tasks: argparse._SubParsersAction, make: SubparserFactory) -> None:
+    summary = "NER probe: a linear head on frozen token states, entity F1."
+    parser = make(tasks, "ner", summary=summary, epilog="", handler=run_eval_ner)
+    _model_options(parser, baselines=False)
+    parser.add_argument("--train", required=True, metavar="PATH", help="CoNLL file (token ... tag per line)")
+    parser.add_argument("--test", required=True, metavar="PATH")
+    parser.add_argument("--scheme", default="first_subword", choices=("first_subword", "subword"))
+    parser.add_argument("--strip-prefix", metavar="P", help="token prefix to strip, e.g. en: (auto-detected)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--seed", type=int, default=42)
+    _limit(parser)
+
+
+def _add_mteb(tasks: argparse._SubParsersAction, make: SubparserFactory) -> None:
+    summary = "MTEB tasks (needs the Hugging Face hub for task data)."
+    parser = make(tasks, "mteb", summary=summary, epilog="", handler=run_eval_mteb)
+    _model_options(parser)
+    parser.add_argument("--tasks", default="paper15", metavar="T", help="paper15 or comma-separated task names")
+    parser.add_argument("--output-folder", metavar="DIR")
+
+
+def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    _model_options(parser, baselines=False)
+    parser.add_argument("--task", required=True, choices=("sts", "classification"))
+    parser.add_argument("--data", metavar="PATH", help="sts: validation pairs")
+    parser.add_argument("--train", metavar="PATH", help="classification: training texts")
+    parser.add_argument("--val", metavar="PATH", help="classification: validation texts")
+    parser.add_argument("--family", action="append", required=True, metavar="F", help="e.g. mask0-bidir (repeatable)")
+    parser.add_argument("--ks", metavar="LIST", help="k values: 1-8 or 1,2,4 (default: 1..L)")
+    parser.add_argument("--k0s", metavar="LIST", help="k0 grid for &bidir families (default: 1,2,4)")
+    parser.add_argument("--instruction", metavar="T", help="default: the paper's STS one for sts, none otherwise")
+    parser.add_argument("--out", default="sweep", metavar="DIR", help="folder for sweep.csv/json/png")
+    parser.add_argument("--select", metavar="PATH", help="write the best plan string to this file")
+    _limit(parser)
+
+
+def _add_attention_arguments(parser: argparse.ArgumentParser) -> None:
+    _model_options(parser, baselines=False, plans=True)
+    parser.add_argument("--texts", required=True, metavar="PATH", help="text lines, JSONL with 'text', or -")
+    parser.add_argument("--tokens", type=int, default=16, metavar="T", help="crop length (default: %(default)s)")
+    parser.add_argument("--max-texts", type=int, default=64, metavar="N")
+    parser.add_argument("--detect", action="store_true", help="list the attention-sink layers")
+    parser.add_argument("--threshold", type=float, default=2.0, help="sink = score >= threshold x uniform")
+    parser.add_argument("--out", default="attention", metavar="DIR", help="folder for the PNGs and sinks.json")
+
+
+# -------------------------------------------------------------------- handlers
+
+
+def run_eval_sts(args: argparse.Namespace) -> int:
+    from nosink.eval.data import load_pairs
+    from nosink.eval.tasks import evaluate_sts
+
+    data = load_pairs(args.data, text_a=args.text_a, text_b=args.text_b, score=args.score, limit=args.limit)
+    embedder = _embedder(args)
+    instruction = None if args.no_instruction else args.instruction
+    result = evaluate_sts(embedder, data, instruction=instruction, batch_size=args.batch_size)
+    return _report(args, result, embedder, [args.data], {"instruction": instruction})
+
+
+def run_eval_classification(args: argparse.Namespace) -> int:
+    from nosink.eval.data import load_labeled
+    from nosink.eval.tasks import evaluate_classification
+
+    train = load_labeled(args.train, text=args.text, label=args.label, limit=args.limit)
+    test = load_labeled(args.test, text=args.text, label=args.label, limit=args.limit)
+    embedder = _embedder(args)
+    settings = {
+        "instruction": args.instruction,
+        "n_experiments": args.experiments,
+        "samples_per_label": args.samples_per_label or None,
+    }
+    result = evaluate_classification(embedder, train, test, batch_size=args.batch_size, **settings)
+    return _report(args, result, embedder, [args.train, args.test], settings)
+
+
+def run_eval_domain(args: argparse.Namespace) -> int:
+    from nosink.eval.data import load_labeled
+    from nosink.eval.tasks import evaluate_domain
+
+    data = load_labeled(args.data, text=args.text, label=args.label, limit=args.limit)
+    embedder = _embedder(args)
+    settings = {"smote": not args.no_smote, "test_size": args.test_size, "seed": args.seed}
+    result = evaluate_domain(embedder, data, batch_size=args.batch_size, **settings)
+    return _report(args, result, embedder, [args.data], settings)
+
+
+def run_eval_ner(args: argparse.Namespace) -> int:
+    from nosink.eval.data import load_conll
+    from nosink.eval.ner import ner_probe
+
+    train = load_conll(args.train, strip_prefix=args.strip_prefix, limit=args.limit)
+    test = load_conll(args.test, strip_prefix=args.strip_prefix, limit=args.limit)
+    embedder = _embedder(args)
+    settings = {"scheme": args.scheme, "epochs": args.epochs, "lr": args.lr, "seed": args.seed}
+    result = ner_probe(embedder, train, test, encode_batch_size=args.batch_size, **settings)
+    return _report(args, result, embedder, [args.train, args.test], settings)
+
+
+def run_eval_mteb(args: argparse.Namespace) -> int:
+    from nosink.eval.mteb_adapter import run_mteb
+
+    tasks = args.tasks if args.tasks == "paper15" else [t.strip() for t in args.tasks.split(",") if t.strip()]
+    embedder = _embedder(args)
+    scores = run_mteb(embedder, tasks=tasks, output_folder=args.output_folder)
+    _print_json(scores)
+    _write(args, "mteb", embedder, {"scores": scores}, [], {"tasks": tasks})
+    return 0
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from nosink.eval.sweep import check_family, plot_sweep
+    from nosink.eval.sweep import run_sweep as sweep
+
+    for family in args.family:
+        check_family(family)
+    task, files = _sweep_task(args)
+    encoder = _encoder(args, plan="baseline")
+    ks, k0s = _int_list(args.ks, "--ks"), _int_list(args.k0s, "--k0s")
+    result = sweep(encoder, task, args.family, ks=ks, k0s=k0s, batch_size=args.batch_size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result.write_csv(out / "sweep.csv")
+    (out / "sweep.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    plot_sweep(result, out / "sweep.png", title=f"{_name(encoder)}: {task.name} {task.main_metric} vs k")
+    for row in result.rows:
+        print(f"{row.plan:28s} {row.score:8.3f}")
+    print(f"best: {result.best}")
+    if args.select:
+        Path(args.select).write_text(result.best + "\n", encoding="utf-8")
+    metrics = {"best": result.best, "rows": [{"plan": r.plan, "score": r.score} for r in result.rows]}
+    _write(args, f"sweep-{task.name}", encoder, metrics, files, {"families": args.family}, result.seconds)
+    print(f"wrote {out / 'sweep.csv'}, sweep.json and sweep.png", file=sys.stderr)
+    return 0
+
+
+def run_attention(args: argparse.Namespace) -> int:
+    from nosink.eval.sink import attention_maps, detect_sinks, plot_attention_grid, plot_sink_scores, sink_scores
+    from nosink.io import read_inputs
+
+    texts = read_inputs(args.texts).texts
+    plans = [str(Plan.coerce(p)) for p in (args.plan or ["baseline"])]
+    encoder = _encoder(args, plan=plans[0])
+    maps = {p: attention_maps(encoder.with_plan(p), texts, tokens=args.tokens, max_texts=args.max_texts) for p in plans}
+    scores = {plan: sink_scores(m) for plan, m in maps.items()}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_attention_grid(maps, out / "attention.png")
+    plot_sink_scores(scores, out / "sinks.png")
+    report: dict[str, Any] = {plan: s.to_json() for plan, s in scores.items()}
+    for plan, plan_scores in scores.items():
+        print(f"plan {plan}\n{plan_scores.as_table()}")
+        if args.detect:
+            sinks = detect_sinks(plan_scores, threshold=args.threshold)
+            report[plan] = {"scores": plan_scores.to_json(), "sink_layers": sinks}
+            print(f"sink layers (>= {args.threshold}x uniform): {sinks or 'none'}")
+    (out / "sinks.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    settings = {"plans": plans, "tokens": args.tokens, "max_texts": args.max_texts, "threshold": args.threshold}
+    _write(args, "attention", encoder, report, [] if args.texts == "-" else [args.texts], settings)
+    print(f"wrote {out / 'attention.png'}, sinks.png and sinks.json", file=sys.stderr)
+    return 0
+
+
+# -------------------------------------------------------------------- helpers
+
+
+def _embedder(args: argparse.Namespace) -> Any:
+    from nosink.eval.baselines import load_embedder
+
+    plan = None if args.plan == "baseline" else args.plan
+    return load_embedder(
+        args.model,
+        plan=plan,
+        pooling=args.pooling,
+        device=args.device,
+        dtype=args.dtype,
+        max_length=args.max_length,
+    )
+
+
+def _encoder(args: argparse.Namespace, *, plan: str) -> Any:
+    from nosink.encoder import Encoder
+
+    return Encoder.from_pretrained(
+        args.model, plan=plan, pooling=args.pooling, dtype=args.dtype, device=args.device, max_length=args.max_length
+    )
+
+
+def _sweep_task(args: argparse.Namespace) -> tuple[Any, list[str]]:
+    from nosink.eval.data import load_labeled, load_pairs
+    from nosink.eval.sweep import ClassificationSweepTask, StsSweepTask
+
+    if args.task == "sts":
+        if not args.data:
+            raise NosinkError("--task sts needs --data (validation pairs)")
+        data = load_pairs(args.data, limit=args.limit)
+        instruction = args.instruction or STS_INSTRUCTION
+        return StsSweepTask(data.texts_a, data.texts_b, data.scores, instruction=instruction), [args.data]
+    if not (args.train and args.val):
+        raise NosinkError("--task classification needs --train and --val")
+    train, val = (load_labeled(path, limit=args.limit) for path in (args.train, args.val))
+    task = ClassificationSweepTask(train.texts, train.labels, val.texts, val.labels, instruction=args.instruction)
+    return task, [args.train, args.val]
+
+
+def _int_list(text: str | None, option: str) -> list[int] | None:
+    if text is None:
+        return None
+    values: list[int] = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            low, _, high = part.partition("-")
+            values += list(range(int(low), int(high) + 1)) if high else [int(low)]
+    except ValueError:
+        raise NosinkError(f"{option} takes integers like 1-8 or 1,2,4, got {text!r}") from None
+    return values
+
+
+def _name(embedder: Any) -> str:
+    base = getattr(embedder, "base", None)
+    return Path(getattr(getattr(base, "config", None), "_name_or_path", "") or "model").name
+
+
+def _report(args: argparse.Namespace, result: Any, embedder: Any, files: list[str], settings: dict) -> int:
+    _print_json({"task": result.task, **result.metrics})
+    _write(args, result.task, embedder, result.metrics, files, settings, result.timings, result.sizes)
+    return 0
+
+
+def _write(
+    args: argparse.Namespace,
+    task: str,
+    embedder: Any,
+    metrics: dict,
+    files: list[str],
+    settings: dict,
+    timings: dict | None = None,
+    sizes: dict | None = None,
+) -> None:
+    from nosink.eval.baselines import describe_embedder
+    from nosink.eval.results import default_record_path, run_record, write_record
+
+    record = run_record(
+        task=task,
+        model=describe_embedder(embedder),
+        metrics=metrics,
+        data=files,
+        sizes=sizes,
+        timings=timings,
+        settings=settings,
+    )
+    path = write_record(record, args.record or default_record_path(task))
+    print(f"record: {path}", file=sys.stderr)
+
+
+def _print_json(values: Any) -> None:
+    print(json.dumps(values, indent=2, default=str))
