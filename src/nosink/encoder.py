@@ -97,11 +97,11 @@ class Encoder:
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=model_kwargs.get("trust_remote_code"))
         family_for(config)  # fail before loading any weights
         Plan.coerce(plan).resolve(config.num_hidden_layers)
-        target = _resolve_device(device)
+        target = resolve_device(device)
         streams_to_device = target.type != "cpu" and importlib.util.find_spec("accelerate") is not None
         if streams_to_device:  # device_map loads straight onto the device, but needs accelerate
             model_kwargs.setdefault("device_map", str(target))
-        model = AutoModel.from_pretrained(name_or_path, dtype=_resolve_dtype(dtype, target), **model_kwargs)
+        model = AutoModel.from_pretrained(name_or_path, dtype=resolve_dtype(dtype, target), **model_kwargs)
         if "device_map" not in model_kwargs:
             model.to(target)  # moves the parameters in place; no second copy is kept
         model.eval()
@@ -142,12 +142,16 @@ class Encoder:
         return int(self.base.config.hidden_size)
 
     @property
+    def name(self) -> str:
+        """The model's hub name or local path (its ``config._name_or_path``), else its model type."""
+        return getattr(self.base.config, "_name_or_path", "") or self.base.config.model_type
+
+    @property
     def device(self) -> torch.device:
         return next(self.base.parameters()).device
 
     def __repr__(self) -> str:
-        name = getattr(self.base.config, "_name_or_path", "") or self.base.config.model_type
-        return f"Encoder({name!r}, plan='{self.plan}', pooling='{self.pooling.value}', L={self.num_layers})"
+        return f"Encoder({self.name!r}, plan='{self.plan}', pooling='{self.pooling.value}', L={self.num_layers})"
 
     # ---------------------------------------------------------------- tensors
 
@@ -291,7 +295,8 @@ class Encoder:
         return run_schedule(self.base, self.family, self.schedule, batch.input_ids, batch.attention_mask)
 
 
-def _resolve_device(device: torch.device | str | None) -> torch.device:
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """A torch device from a name; None picks CUDA when available, else the CPU."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -300,7 +305,8 @@ def _resolve_device(device: torch.device | str | None) -> torch.device:
         raise NosinkError(f"unknown device {device!r}: {error}") from None
 
 
-def _resolve_dtype(dtype: torch.dtype | str, device: torch.device) -> torch.dtype:
+def resolve_dtype(dtype: torch.dtype | str, device: torch.device) -> torch.dtype:
+    """``auto`` is float32 off CUDA and bfloat16 on CUDA (float16 where bf16 is unsupported)."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":

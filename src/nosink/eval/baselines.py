@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from nosink.encoder import DEFAULT_BATCH_SIZE, PROGRESS_BAR_MIN_TEXTS, Encoder, _resolve_device, _resolve_dtype
+from nosink.encoder import DEFAULT_BATCH_SIZE, PROGRESS_BAR_MIN_TEXTS, Encoder, resolve_device, resolve_dtype
 from nosink.errors import NosinkError
 from nosink.inputs import INSTRUCTION_TEMPLATE, check_texts
 from nosink.plan import Plan
@@ -148,11 +148,11 @@ class SentenceTransformerEmbedder:
         if isinstance(model_or_name, st.SentenceTransformer):
             if kwargs:
                 raise NosinkError(f"keyword arguments {sorted(kwargs)} only apply when loading a model by name")
-            self.model = model_or_name if device is None else model_or_name.to(_resolve_device(device))
+            self.model = model_or_name if device is None else model_or_name.to(resolve_device(device))
             self.name = _model_name(self.model)
         elif isinstance(model_or_name, (str, Path)):
-            target = _resolve_device(device)
-            model_kwargs = {"dtype": _resolve_dtype(dtype, target), **kwargs.pop("model_kwargs", {})}
+            target = resolve_device(device)
+            model_kwargs = {"dtype": resolve_dtype(dtype, target), **kwargs.pop("model_kwargs", {})}
             self.model = st.SentenceTransformer(
                 str(model_or_name), device=str(target), model_kwargs=model_kwargs, **kwargs
             )
@@ -285,8 +285,8 @@ class HFMeanPoolEmbedder:
         """
         from transformers import AutoModel, AutoTokenizer
 
-        target = _resolve_device(device)
-        model = AutoModel.from_pretrained(str(name_or_path), dtype=_resolve_dtype(dtype, target), **model_kwargs)
+        target = resolve_device(device)
+        model = AutoModel.from_pretrained(str(name_or_path), dtype=resolve_dtype(dtype, target), **model_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
         self._setup(model.to(target), tokenizer, pooling=pooling, max_length=max_length, name=str(name_or_path))
 

@@ -355,9 +355,8 @@ def _int_list(text: str | None, option: str) -> list[int] | None:
     return values
 
 
-def _name(embedder: Any) -> str:
-    base = getattr(embedder, "base", None)
-    return Path(getattr(getattr(base, "config", None), "_name_or_path", "") or "model").name
+def _name(encoder: Any) -> str:
+    return Path(encoder.name).name or encoder.name
 
 
 def _report(args: argparse.Namespace, result: Any, embedder: Any, files: list[str], settings: dict) -> int:

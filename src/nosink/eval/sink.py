@@ -205,9 +205,7 @@ def _summed_maps(encoder: Encoder, ids: torch.Tensor, batch_size: int) -> np.nda
 
 
 def _model_name(encoder: Encoder) -> str:
-    config = encoder.base.config
-    name = getattr(config, "_name_or_path", "") or config.model_type
-    return Path(name).name if Path(name).exists() else name
+    return Path(encoder.name).name if Path(encoder.name).exists() else encoder.name
 
 
 # ---------------------------------------------------------------------------- scores
