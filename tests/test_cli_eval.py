@@ -47,19 +47,25 @@ def test_sts_on_sick(model: str, tiny_path: str, tmp_path: Path, capsys) -> None
         assert printed["spearman"] > 30  # a real model: clearly better than chance on SICK
 
 
+def model_path(model: str, tiny_path: str) -> str:
+    return str(STORIES) if model == "stories" else tiny_path
+
+
+@pytest.mark.parametrize("model", ["stories", "tiny"])
 @pytest.mark.parametrize("dataset", ["banking77", "emotion"])
-def test_classification(dataset: str, tmp_path: Path, capsys) -> None:
+def test_classification(dataset: str, model: str, tiny_path: str, tmp_path: Path, capsys) -> None:
     files = {"banking77": ("train.csv", "test.csv"), "emotion": ("train.txt", "test.txt")}[dataset]
     train, test = (str(DATA / dataset / name) for name in files)
-    args = ["eval", "classification", "--model", str(STORIES), "--plan", "inplace-bidir:k=2"]
+    args = ["eval", "classification", "--model", model_path(model, tiny_path), "--plan", "inplace-bidir:k=2"]
     args += ["--train", train, "--test", test, "--limit", "300", "--experiments", "2"]
     printed, record = run(args, tmp_path, capsys)
     assert 0 <= printed["accuracy"] <= 1 and 0 <= printed["f1_macro"] <= 1
     assert len(record["data"]) == 2 and record["settings"]["n_experiments"] == 2
 
 
-def test_domain_classification_with_smote(tiny_path: str, tmp_path: Path, capsys) -> None:
-    args = ["eval", "domain", "--model", tiny_path, "--plan", "mask0&bidir:k=3,k0=1"]
+@pytest.mark.parametrize("model", ["stories", "tiny"])
+def test_domain_classification_with_smote(model: str, tiny_path: str, tmp_path: Path, capsys) -> None:
+    args = ["eval", "domain", "--model", model_path(model, tiny_path), "--plan", "mask0&bidir:k=3,k0=1"]
     args += ["--data", str(DATA / "emotion" / "val.txt"), "--limit", "200"]
     printed, record = run(args, tmp_path, capsys)
     assert {"accuracy", "f1_micro", "f1_macro", "f1_weighted"} <= set(printed)
@@ -70,21 +76,26 @@ def test_domain_classification_with_smote(tiny_path: str, tmp_path: Path, capsys
     ("dataset", "files"),
     [("wnut17", ("wnut17train.conll", "emerging.test.annotated")), ("wikiann-en", ("train", "test"))],
 )
-def test_ner_probe(dataset: str, files: tuple[str, str], tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("model", ["stories", "tiny"])
+def test_ner_probe(dataset: str, files: tuple[str, str], model: str, tiny_path: str, tmp_path: Path, capsys) -> None:
     train, test = (str(DATA / dataset / name) for name in files)
-    args = ["eval", "ner", "--model", str(STORIES), "--plan", "mask0-bidir:k=5", "--train", train, "--test", test]
+    args = ["eval", "ner", "--model", model_path(model, tiny_path), "--plan", "mask0-bidir:k=4"]
+    args += ["--train", train, "--test", test]
     printed, _ = run([*args, "--limit", "150", "--max-length", "32"], tmp_path, capsys)
     assert 0 <= printed["f1"] <= 1
 
 
-def test_sweep_with_plot_and_selection(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("model", ["stories", "tiny"])
+def test_sweep_with_plot_and_selection(model: str, tiny_path: str, tmp_path: Path, capsys) -> None:
     out, select = tmp_path / "sweep", tmp_path / "best.txt"
-    args = ["sweep", "--model", str(STORIES), "--task", "sts", "--data", str(DATA / "sick" / "SICK_trial.txt")]
+    layers = 5 if model == "stories" else 4
+    args = ["sweep", "--model", model_path(model, tiny_path), "--task", "sts"]
+    args += ["--data", str(DATA / "sick" / "SICK_trial.txt")]
     args += ["--family", "inplace-bidir", "--family", "mask0&bidir", "--k0s", "1,2", "--limit", "80"]
     args += ["--out", str(out), "--select", str(select), "--record", str(tmp_path / "r.json")]
     assert main(args) == 0, capsys.readouterr().err
     table = list(csv.DictReader((out / "sweep.csv").open()))
-    assert len(table) == 5 + 9  # k = 1..5, and (k, k0) with k0 in {1, 2}, k0 <= k
+    assert len(table) == 1 + layers + (2 * layers - 1)  # baseline, k = 1..L, (k, k0) for k0 in {1, 2}, k0 <= k
     best = select.read_text().strip()
     scores = {row["plan"]: float(row["score"]) for row in table}
     assert scores[best] == max(scores.values())
@@ -92,21 +103,30 @@ def test_sweep_with_plot_and_selection(tmp_path: Path, capsys) -> None:
     assert f"best: {best}" in capsys.readouterr().out
 
 
-def test_attention_maps_and_sink_scores(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("model", ["stories", "tiny"])
+def test_attention_maps_and_sink_scores(model: str, tiny_path: str, tmp_path: Path, capsys) -> None:
     texts = tmp_path / "texts.txt"
     texts.write_text(
         "\n".join(line.split("\t")[1] for line in (DATA / "sick" / "SICK_trial.txt").read_text().splitlines()[1:40])
     )
     out = tmp_path / "attention"
-    args = ["attention", "--model", str(STORIES), "--plan", "baseline", "--plan", "mask0-bidir:k=5"]
+    args = ["attention", "--model", model_path(model, tiny_path), "--plan", "baseline", "--plan", "mask0-bidir:k=4"]
     args += ["--texts", str(texts), "--tokens", "8", "--detect", "--threshold", "1.5", "--out", str(out)]
     assert main([*args, "--record", str(tmp_path / "r.json")]) == 0, capsys.readouterr().err
     report = json.loads((out / "sinks.json").read_text())
-    assert set(report) == {"baseline", "mask0-bidir:k=5"}
-    assert all(row["score"] == 0 for row in report["mask0-bidir:k=5"]["scores"])  # token 0 is hidden
-    assert report["mask0-bidir:k=5"]["sink_layers"] == []
+    assert set(report) == {"baseline", "mask0-bidir:k=4"}
+    converted = [row for row in report["mask0-bidir:k=4"]["scores"] if row["pattern"] == "nosink"]
+    assert len(converted) == 4 and all(row["score"] == 0 for row in converted)  # token 0 is hidden
+    assert not set(report["mask0-bidir:k=4"]["sink_layers"]) & {row["layer"] for row in converted}
     assert (out / "attention.png").stat().st_size > 10_000 and (out / "sinks.png").stat().st_size > 10_000
     assert "sink layers" in capsys.readouterr().out
+
+
+def test_mteb_offline_fails_at_once_with_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["eval", "mteb", "--model", str(STORIES), "--record", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: MTEB needs the Hugging Face hub") and err.count("\n") == 1 and "HF_HUB_OFFLINE" in err
 
 
 def test_eval_user_mistakes_are_one_line(tmp_path: Path, capsys) -> None:

@@ -188,6 +188,8 @@ def test_load_embedder_hf_and_st(bert_dir: Path) -> None:
         "device": "cpu",
         "dim": 32,
         "max_length": MAX_POSITIONS,
+        "path": str(Path(bert_dir).resolve()),  # a local folder: its absolute path is the source
+        "revision": None,
     }
 
 
@@ -208,6 +210,8 @@ def test_load_embedder_nosink(prefix: str) -> None:
         "device": "cpu",
         "dim": encoder.dim,
         "max_length": 512,
+        "path": str(STORIES.resolve()),
+        "revision": None,
     }
     default = load_embedder(str(STORIES), device="cpu")
     assert str(default.plan) == "baseline" and default.pooling.value == "mean"

@@ -281,3 +281,49 @@ def test_dataclasses_check_lengths() -> None:
         LabeledTexts(["a"], [])
     with pytest.raises(NosinkError, match="sentence 0 has 2 tokens but 1 tags"):
         TaggedSentences([["a", "b"]], [["O"]])
+
+
+# -------------------------------------------------------------------- hf: datasets
+
+
+def test_hub_dataset_offline_fails_at_once(monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for loader in (load_pairs, load_labeled, load_conll):
+        with pytest.raises(NosinkError, match="hub is unreachable from here"):
+            loader("hf:mteb/sickr-sts@test")
+    with pytest.raises(NosinkError, match="expected hf:NAME"):
+        load_pairs("hf:")
+
+
+def test_hub_datasets_are_read_like_tables(monkeypatch) -> None:
+    """With the hub reachable (faked), hf: names go through the same column logic as files."""
+    import datasets
+
+    import nosink.eval.mteb_adapter as adapter
+
+    tags = datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER", "I-PER"]))
+    fakes = {
+        ("org/sts", None, "test"): datasets.Dataset.from_dict(
+            {"sentence1": ["a cat", "a dog"], "sentence2": ["a kitten", "a car"], "score": [4.5, 1.0]}
+        ),
+        ("org/intents", "en", "train"): datasets.Dataset.from_dict({"text": ["hi", "bye"], "label": [0, 1]}),
+        ("org/ner", None, "validation"): datasets.Dataset.from_dict(
+            {"tokens": [["Ann", "Lee", "ran"]], "ner_tags": [[1, 2, 0]]},
+            features=datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")), "ner_tags": tags}),
+        ),
+    }
+    calls = []
+
+    def load_dataset(name, config=None, split=None):
+        calls.append((name, config, split))
+        return fakes[(name, config, split)]
+
+    monkeypatch.setattr(adapter, "hub_unreachable_reason", lambda **_: None)
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    pairs = load_pairs("hf:org/sts")
+    assert (pairs.texts_a, pairs.texts_b, pairs.scores) == (["a cat", "a dog"], ["a kitten", "a car"], [4.5, 1.0])
+    labeled = load_labeled("hf:org/intents:en@train", limit=1)
+    assert (labeled.texts, labeled.labels) == (["hi"], ["0"])
+    sentences = load_conll("hf:org/ner@validation")
+    assert sentences.tokens == [["Ann", "Lee", "ran"]] and sentences.tags == [["B-PER", "I-PER", "O"]]
+    assert calls == [("org/sts", None, "test"), ("org/intents", "en", "train"), ("org/ner", None, "validation")]

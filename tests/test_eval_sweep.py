@@ -92,7 +92,7 @@ class NormTask:
 def test_run_sweep_picks_the_best_row_and_writes_table_and_plot(tmp_path) -> None:
     encoder = Encoder.from_model(tiny_model("qwen2"), tiny_tokenizer(), pooling="last")
     result = run_sweep(encoder, NormTask(), ["inplace-bidir", "mask0&bidir"], k0s=[1, 2])
-    assert len(result.rows) == 4 + 7
+    assert len(result.rows) == 1 + 4 + 7 and result.rows[0].plan == "baseline"
     scores = {row.plan: row.score for row in result.rows}
     assert result.best == max(scores, key=scores.get)
     for row in result.rows:

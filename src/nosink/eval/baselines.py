@@ -504,8 +504,18 @@ def describe_embedder(embedder: Embedder) -> dict[str, Any]:
 
     Returns:
         ``kind``, ``name``, ``plan``, ``pooling``, ``dtype``, ``device``, ``dim`` and ``max_length``
-        (None where unknown).
+        (None where unknown), plus the source: ``path`` (absolute, for a local folder) or
+        ``revision`` (the hub commit the weights came from, when transformers recorded it).
     """
+    description = _describe(embedder)
+    name = description.get("name")
+    local = bool(name) and Path(str(name)).exists()
+    module = getattr(embedder, "base", None) or getattr(embedder, "model", None)
+    commit = getattr(getattr(module, "config", None), "_commit_hash", None)
+    return description | {"path": str(Path(str(name)).resolve()) if local else None, "revision": commit}
+
+
+def _describe(embedder: Embedder) -> dict[str, Any]:
     if isinstance(embedder, Encoder):
         config = embedder.base.config
         name = getattr(config, "_name_or_path", "") or config.model_type

@@ -237,9 +237,10 @@ def run_eval_ner(args: argparse.Namespace) -> int:
 
 
 def run_eval_mteb(args: argparse.Namespace) -> int:
-    from nosink.eval.mteb_adapter import run_mteb
+    from nosink.eval.mteb_adapter import check_hub_reachable, run_mteb
 
     tasks = args.tasks if args.tasks == "paper15" else [t.strip() for t in args.tasks.split(",") if t.strip()]
+    check_hub_reachable()  # fail at once, before loading any model
     embedder = _embedder(args)
     scores = run_mteb(embedder, tasks=tasks, output_folder=args.output_folder)
     _print_json(scores)

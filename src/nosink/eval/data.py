@@ -27,10 +27,12 @@ from pathlib import Path
 from nosink.errors import NosinkError
 
 __all__ = [
+    "HUB_PREFIX",
     "LabeledTexts",
     "PairsData",
     "TaggedSentences",
     "file_digest",
+    "is_hub_dataset",
     "load_conll",
     "load_labeled",
     "load_pairs",
@@ -140,9 +142,11 @@ def load_pairs(
     - Any table with columns ``sentence1``, ``sentence2`` and ``score`` (MTEB's STS datasets).
 
     Any other table needs the column names; a name that is given overrides the detected one.
+    ``path`` may also name a Hugging Face dataset, ``hf:NAME[:CONFIG][@SPLIT]`` (see
+    :func:`is_hub_dataset`), when the hub is reachable.
 
     Args:
-        path: The file.
+        path: The file, or ``hf:NAME[:CONFIG][@SPLIT]``.
         text_a: Column of the first sentence.
         text_b: Column of the second sentence.
         score: Column of the gold score (a number).
@@ -155,12 +159,15 @@ def load_pairs(
         NosinkError: A missing file or column, a short row, an empty sentence or a score that is
             not a finite number (with its line number), or a file with no pairs.
     """
-    path = _existing_file(path)
     _check_limit(limit)
     named = (text_a, text_b, score)
-    if all(name is None for name in named) and fnmatch.fnmatch(path.name.lower(), _STSB_PATTERN):
-        return _load_stsb(path, limit)
-    columns, records = _table(path)
+    if is_hub_dataset(path):
+        path, columns, records = _hub_table(str(path))
+    else:
+        path = _existing_file(path)
+        if all(name is None for name in named) and fnmatch.fnmatch(path.name.lower(), _STSB_PATTERN):
+            return _load_stsb(path, limit)
+        columns, records = _table(path)
     names = _resolve_columns(path, columns, named, _PAIR_COLUMNS, ("text_a", "text_b", "score"))
     a_all: list[str] = []
     b_all: list[str] = []
@@ -203,14 +210,15 @@ def load_labeled(
     Raises:
         NosinkError: A missing file or column, a bad row (with its line number), or no examples.
     """
-    path = _existing_file(path)
     _check_limit(limit)
-    if text is None and label is None and _first_line(path).strip() in _EMOTION_HEADERS:
-        records: Iterator[Record] = _semicolon_records(path)
-        names: tuple[str, ...] = ("text", "label")
+    names: tuple[str, ...] = ("text", "label")
+    if is_hub_dataset(path):
+        path, columns, records = _hub_table(str(path))
     else:
-        columns, records = _table(path)
-        names = _resolve_columns(path, columns, (text, label), _LABEL_COLUMNS, ("text", "label"))
+        path = _existing_file(path)
+        emotion = text is None and label is None and _first_line(path).strip() in _EMOTION_HEADERS
+        columns, records = (list(names), _semicolon_records(path)) if emotion else _table(path)
+    names = _resolve_columns(path, columns, (text, label), ((*names,), *_LABEL_COLUMNS), names)
     texts: list[str] = []
     labels: list[str] = []
     for line, record in _take(records, limit):
@@ -242,10 +250,10 @@ def load_conll(path: str | Path, *, strip_prefix: str | None = None, limit: int 
     Raises:
         NosinkError: A missing file, a line without a tag (with its line number), or no sentences.
     """
-    path = _existing_file(path)
     _check_limit(limit)
     sentences: list[tuple[list[str], list[str]]] = []
-    for words, tags in _conll_sentences(path):
+    source = _hub_sentences(str(path)) if is_hub_dataset(path) else _conll_sentences(path := _existing_file(path))
+    for words, tags in source:
         sentences.append((words, tags))
         if limit is not None and len(sentences) >= limit:
             break
@@ -522,3 +530,50 @@ def _detect_prefix(sentences: list[tuple[list[str], list[str]]]) -> str:
 def _strip_prefix(words: list[str], tags: list[str], prefix: str) -> tuple[list[str], list[str]]:
     kept = [(w.removeprefix(prefix), t) for w, t in zip(words, tags, strict=True) if w.removeprefix(prefix)]
     return [w for w, _ in kept], [t for _, t in kept]
+
+
+# -------------------------------------------------------------------- Hugging Face datasets
+
+HUB_PREFIX = "hf:"
+_HUB_SPEC = re.compile(r"^hf:(?P<name>[^:@]+)(?::(?P<config>[^@]+))?(?:@(?P<split>.+))?$")
+
+
+def is_hub_dataset(path: str | Path) -> bool:
+    """Whether ``path`` names a Hugging Face dataset: ``hf:NAME[:CONFIG][@SPLIT]`` (default split ``test``)."""
+    return isinstance(path, str) and path.startswith(HUB_PREFIX)
+
+
+def _hub_dataset(spec: str):
+    match = _HUB_SPEC.match(spec)
+    if match is None:
+        raise NosinkError(f"bad dataset name {spec!r}; expected hf:NAME[:CONFIG][@SPLIT], e.g. hf:mteb/sickr-sts@test")
+    from nosink.eval.mteb_adapter import hub_unreachable_reason
+
+    reason = hub_unreachable_reason()
+    if reason is not None:
+        raise NosinkError(f"{spec}: the Hugging Face hub is unreachable from here ({reason}); use a local file")
+    try:
+        import datasets
+    except ImportError:
+        raise NosinkError('loading hf: datasets needs the datasets package: pip install "nosink[mteb]"') from None
+    return datasets.load_dataset(match["name"], match["config"], split=match["split"] or "test")
+
+
+def _hub_table(spec: str) -> tuple[Path, list[str], Iterator[Record]]:
+    """A dataset as a table: its column names and (row number, row) records."""
+    dataset = _hub_dataset(spec)
+    return Path(spec), list(dataset.column_names), ((i + 1, dict(row)) for i, row in enumerate(dataset))
+
+
+def _hub_sentences(spec: str) -> Iterator[tuple[list[str], list[str]]]:
+    """Sentences of a token-classification dataset (columns ``tokens`` and ``ner_tags``, tags as names)."""
+    dataset = _hub_dataset(spec)
+    missing = {"tokens", "ner_tags"} - set(dataset.column_names)
+    if missing:
+        raise NosinkError(
+            f"{spec}: a NER dataset needs columns tokens and ner_tags; columns are {dataset.column_names}"
+        )
+    names = getattr(dataset.features["ner_tags"].feature, "names", None)
+    for row in dataset:
+        tags = [names[t] if names is not None and isinstance(t, int) else str(t) for t in row["ner_tags"]]
+        yield [str(token) for token in row["tokens"]], tags

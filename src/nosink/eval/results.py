@@ -36,9 +36,11 @@ def package_versions() -> dict[str, str | None]:
 
 
 def data_files(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Path, size and sha256 of every data file a run read."""
+    """Path, size and sha256 of every data file a run read (a ``hf:`` dataset is recorded by name)."""
     return [
-        {"path": str(Path(p).resolve()), "bytes": Path(p).stat().st_size, "sha256": sha256_of(p)}
+        {"dataset": p}
+        if p.startswith("hf:")
+        else {"path": str(Path(p).resolve()), "bytes": Path(p).stat().st_size, "sha256": sha256_of(p)}
         for p in dict.fromkeys(str(p) for p in paths)
     ]
 

@@ -200,8 +200,14 @@ def run_sweep(
     batch_size: int | None = None,
     show_progress_bar: bool | None = None,
 ) -> SweepResult:
-    """Score ``task`` for every plan of every family; the best plan has the highest main metric."""
-    plans = [(family, plan) for family in families for plan in family_plans(family, encoder.num_layers, ks=ks, k0s=k0s)]
+    """Score ``task`` for the baseline and every plan of every family; the best has the highest main metric.
+
+    The baseline (k = 0, the unchanged model) is always scored, so "convert nothing" can win.
+    """
+    plans = [("baseline", Plan())]
+    plans += [
+        (family, plan) for family in families for plan in family_plans(family, encoder.num_layers, ks=ks, k0s=k0s)
+    ]
     start = time.perf_counter()
     features = sweep_features(
         encoder,
@@ -229,20 +235,27 @@ def plot_sweep(result: SweepResult, path: str | Path, *, title: str | None = Non
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         raise NosinkError('plotting needs matplotlib: pip install "nosink[eval]"') from None
     lines: dict[str, list[SweepRow]] = {}
+    baseline = next((row for row in result.rows if row.family == "baseline"), None)
     for row in result.rows:
+        if row is baseline:
+            continue
         label = row.family if row.k0 is None else f"{row.family} (k0={row.k0})"
         lines.setdefault(label, []).append(row)
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for label, rows in lines.items():
         rows = sorted(rows, key=lambda r: r.k)
         axes.plot([r.k for r in rows], [r.score for r in rows], marker="o", label=label)
+    if baseline is not None:
+        axes.axhline(baseline.score, color="grey", linestyle="--", label=f"baseline (k=0): {baseline.score:.2f}")
     best = next(r for r in result.rows if r.plan == result.best)
     axes.scatter(
         [best.k], [best.score], s=160, facecolors="none", edgecolors="black", zorder=5, label=f"best: {best.plan}"
     )
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("k (number of converted layers)")
     axes.set_ylabel(f"{result.task} {result.main_metric}")
     axes.set_title(title or f"{result.task}: {result.main_metric} vs k")
