@@ -246,9 +246,11 @@ def plot_sweep(result: SweepResult, path: str | Path, *, title: str | None = Non
         label = row.family if row.k0 is None else f"{row.family} (k0={row.k0})"
         lines.setdefault(label, []).append(row)
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for label, rows in lines.items():
+    markers = "osD^vPX*"  # distinct markers, so that overlapping families stay visible
+    for index, (label, rows) in enumerate(lines.items()):
         rows = sorted(rows, key=lambda r: r.k)
-        axes.plot([r.k for r in rows], [r.score for r in rows], marker="o", label=label)
+        marker = markers[index % len(markers)]
+        axes.plot([r.k for r in rows], [r.score for r in rows], marker=marker, markersize=5, alpha=0.85, label=label)
     if baseline is not None:
         axes.axhline(baseline.score, color="grey", linestyle="--", label=f"baseline (k=0): {baseline.score:.2f}")
     best = next(r for r in result.rows if r.plan == result.best)
