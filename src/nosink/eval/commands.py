@@ -296,7 +296,8 @@ def run_attention(args: argparse.Namespace) -> int:
             print(f"sink layers (>= {args.threshold}x uniform): {sinks or 'none'}")
     (out / "sinks.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     settings = {"plans": plans, "tokens": args.tokens, "max_texts": args.max_texts, "threshold": args.threshold}
-    _write(args, "attention", encoder, report, [] if args.texts == "-" else [args.texts], settings)
+    sizes = {"texts": next(iter(maps.values())).n_texts}
+    _write(args, "attention", encoder, report, [] if args.texts == "-" else [args.texts], settings, sizes=sizes)
     print(f"wrote {out / 'attention.png'}, sinks.png and sinks.json", file=sys.stderr)
     return 0
 
