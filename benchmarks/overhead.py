@@ -15,7 +15,7 @@ import statistics
 import time
 
 import torch
-import transformers
+from common import VOCAB, random_llama
 
 from nosink import Encoder
 
@@ -39,19 +39,10 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    config = transformers.LlamaConfig(
-        vocab_size=1000,
-        hidden_size=args.hidden,
-        intermediate_size=4 * args.hidden,
-        num_hidden_layers=args.layers,
-        num_attention_heads=max(1, args.hidden // 64),
-        num_key_value_heads=max(1, args.hidden // 128),
-    )
-    torch.manual_seed(0)
-    model = transformers.AutoModel.from_config(config, dtype=torch.float32).eval()
+    model = random_llama(layers=args.layers, hidden=args.hidden)
     lengths = torch.linspace(args.tokens // 4, args.tokens, args.batch).long()
     mask = (torch.arange(args.tokens)[None] < lengths[:, None]).long()  # [B, T], right padded
-    ids = torch.randint(3, 1000, (args.batch, args.tokens)) * mask
+    ids = torch.randint(3, VOCAB, (args.batch, args.tokens)) * mask
     encoders = {plan: Encoder.from_model(model, tokenizer=lambda *a, **k: None, plan=plan) for plan in PLANS}
     samples: dict[str, list[float]] = {plan: [] for plan in PLANS}
     for repeat in range(args.repeats + 1):  # plans interleaved, so drift hits all alike; round 0 warms up

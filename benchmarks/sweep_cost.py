@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import torch
-import transformers
+from common import VOCAB, random_llama
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
@@ -39,20 +39,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--family", default="inplace-bidir")
     args = parser.parse_args()
-    config = transformers.LlamaConfig(
-        vocab_size=1000,
-        hidden_size=args.hidden,
-        intermediate_size=4 * args.hidden,
-        num_hidden_layers=args.layers,
-        num_attention_heads=max(1, args.hidden // 64),
-        num_key_value_heads=max(1, args.hidden // 128),
-    )
-    torch.manual_seed(0)
-    model = transformers.AutoModel.from_config(config, dtype=torch.float32).eval()
-    encoder = Encoder.from_model(model, word_tokenizer(1000))
+    model = random_llama(layers=args.layers, hidden=args.hidden)
+    encoder = Encoder.from_model(model, word_tokenizer(VOCAB))
     rng = np.random.default_rng(0)
     texts = [
-        " ".join(f"w{i}" for i in rng.integers(1, 1000, rng.integers(args.tokens // 2, args.tokens)))
+        " ".join(f"w{i}" for i in rng.integers(1, VOCAB, rng.integers(args.tokens // 2, args.tokens)))
         for _ in range(args.texts)
     ]
     plans = family_plans(args.family, args.layers)
