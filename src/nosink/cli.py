@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plans(commands)
     _add_inspect(commands)
     add_commands(commands, _subparser)  # eval, sweep, attention (their heavy imports wait for the handler)
+    _add_serve(commands)
     return parser
 
 
@@ -136,6 +137,21 @@ def _add_inspect(commands: argparse._SubParsersAction) -> None:
     summary = "Show the layer calls of a plan on a model."
     parser = _subparser(commands, "inspect", summary=summary, epilog=_INSPECT_EXAMPLES, handler=run_inspect)
     _add_model_and_plan(parser, plan_required=True)
+
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    summary = "Serve embeddings over HTTP (OpenAI- and TEI-compatible)."
+    try:
+        from nosink.server.cli import EXAMPLES, add_arguments, run_serve
+    except ImportError:  # the [server] extra is missing: say so when the command is used
+        parser = _subparser(commands, "serve", summary=summary, epilog="", handler=_server_missing)
+        parser.add_argument("rest", nargs=argparse.REMAINDER)
+        return
+    add_arguments(_subparser(commands, "serve", summary=summary, epilog=EXAMPLES, handler=run_serve))
+
+
+def _server_missing(args: argparse.Namespace) -> int:
+    raise NosinkError('nosink serve needs its extra: pip install "nosink[server]"')
 
 
 def _add_model_and_plan(parser: argparse.ArgumentParser, *, plan_required: bool = False) -> None:

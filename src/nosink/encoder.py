@@ -206,7 +206,25 @@ class Encoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         rows = self.tokenize(texts, instruction=instruction)
-        output = np.zeros((len(texts), self.dim), dtype=np.float32)
+        return self.embed_rows(
+            rows,
+            batch_size=batch_size,
+            max_tokens_per_batch=max_tokens_per_batch,
+            normalize=normalize,
+            show_progress_bar=show_progress_bar,
+        )
+
+    def embed_rows(
+        self,
+        rows: list[TokenizedText],
+        *,
+        batch_size: int | None = None,
+        max_tokens_per_batch: int | None = None,
+        normalize: bool = False,
+        show_progress_bar: bool | None = None,
+    ) -> np.ndarray:
+        """Pooled embeddings [N, D] float32 of already tokenized rows (see :meth:`tokenize`), in row order."""
+        output = np.zeros((len(rows), self.dim), dtype=np.float32)
         run = self.run_batches(
             rows, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, show_progress_bar=show_progress_bar
         )
@@ -252,10 +270,20 @@ class Encoder:
     def tokenize(
         self, texts: list[str], *, instruction: str | None = None, offsets: bool = False
     ) -> list[TokenizedText]:
-        """Rows of token ids as the encoder feeds them: specials, instruction, text, truncated to max_length."""
-        return TextTokenizer(self.tokenizer, max_length=self.max_length, instruction=instruction)(
-            texts, offsets=offsets
-        )
+        """Rows of token ids as the encoder feeds them: specials, instruction, text, truncated to max_length.
+
+        Warns once when texts were truncated.
+        """
+        tokenizer = TextTokenizer(self.tokenizer, max_length=self.max_length, instruction=instruction)
+        rows = tokenizer(texts, offsets=offsets)
+        truncated = sum(row.truncated for row in rows)
+        if truncated:
+            warnings.warn(
+                f"{truncated} of {len(rows)} texts were longer than max_length={self.max_length} tokens "
+                "and were truncated",
+                stacklevel=3,
+            )
+        return rows
 
     def run_batches(
         self,
@@ -268,13 +296,6 @@ class Encoder:
         description: str = "encoding",
     ) -> Iterator[tuple[Batch, R]]:
         """Length-sorted, token-budget batches of ``rows`` with ``run(batch)`` (default: the plan's states)."""
-        truncated = sum(row.truncated for row in rows)
-        if truncated:
-            warnings.warn(
-                f"{truncated} of {len(rows)} texts were longer than max_length={self.max_length} tokens "
-                "and were truncated",
-                stacklevel=3,
-            )
         groups = batches(
             rows,
             batch_size=batch_size or DEFAULT_BATCH_SIZE,

@@ -85,6 +85,27 @@ class TextTokenizer:
                 rows.append(self._row(encoded, i, start + i, offsets))
         return rows
 
+    def from_ids(self, ids: list[int], *, index: int = 0) -> TokenizedText:
+        """A row from the text's own token ids (no special tokens), wrapped like a tokenized text.
+
+        The tokenizer's special tokens and the instruction are added around the ids exactly as for
+        text, so ``from_ids(tokenizer(text, add_special_tokens=False).input_ids)`` equals ``[text]``.
+        """
+        lead, trail = self._specials()
+        encoded = {
+            "input_ids": [[*lead, *ids, *trail]],
+            "special_tokens_mask": [[1] * len(lead) + [0] * len(ids) + [1] * len(trail)],
+        }
+        return self._row(encoded, 0, index, offsets=False)
+
+    def _specials(self) -> tuple[list[int], list[int]]:
+        """The special tokens the tokenizer puts before and after a text."""
+        encoded = self.tokenizer("a", add_special_tokens=True, return_special_tokens_mask=True)
+        ids, special = encoded["input_ids"], encoded["special_tokens_mask"]
+        lead = next((n for n, s in enumerate(special) if not s), len(ids))
+        trail = next((n for n, s in enumerate(reversed(special)) if not s), 0)
+        return ids[:lead], ids[len(ids) - trail :]
+
     def _row(self, encoded: Any, i: int, index: int, offsets: bool) -> TokenizedText:
         ids, special = encoded["input_ids"][i], encoded["special_tokens_mask"][i]
         lead = next((n for n, s in enumerate(special) if not s), len(ids))

@@ -1,0 +1,370 @@
+"""The HTTP application: OpenAI's ``/v1/embeddings``, TEI-like ``/embed`` and ``/tokenize``, and operations routes.
+
+Every error body has OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``; no body
+carries a stack trace or a local path.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from nosink import __version__
+from nosink.encoder import Encoder
+from nosink.errors import NosinkError
+from nosink.inputs import TextTokenizer, TokenizedText
+from nosink.server.batcher import BatchFailed, MicroBatcher, Overloaded
+from nosink.server.metrics import ServerMetrics
+from nosink.server.settings import ServerSettings
+
+log = logging.getLogger("nosink.server")
+OPEN_ROUTES = ("/health", "/metrics")  # reachable without an API key (probes and scrapers)
+
+
+class ApiError(Exception):
+    """An error answered with ``status`` and OpenAI's error body."""
+
+    def __init__(self, status: int, message: str, *, kind: str = "invalid_request_error", headers=None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.headers = status, message, kind, headers or {}
+
+
+# -------------------------------------------------------------------- request bodies
+
+
+class EmbeddingsRequest(BaseModel):
+    """OpenAI's embeddings request."""
+
+    model_config = ConfigDict(extra="forbid")
+    input: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+    model: StrictStr | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: StrictInt | None = Field(None, ge=1)
+    user: StrictStr | None = None
+
+
+class EmbedRequest(BaseModel):
+    """text-embeddings-inference's ``/embed`` request."""
+
+    model_config = ConfigDict(extra="forbid")
+    inputs: StrictStr | list[StrictStr]
+    normalize: StrictBool = True
+    instruction: StrictStr | None = None
+    truncate: StrictBool | None = None
+
+
+class TokenizeRequest(BaseModel):
+    """text-embeddings-inference's ``/tokenize`` request."""
+
+    model_config = ConfigDict(extra="forbid")
+    inputs: StrictStr | list[StrictStr]
+    add_special_tokens: StrictBool = True
+
+
+# -------------------------------------------------------------------- the application
+
+
+def create_app(encoder: Encoder, settings: ServerSettings) -> FastAPI:
+    """The FastAPI application serving ``encoder`` under ``settings``."""
+    metrics = ServerMetrics()
+    batcher = MicroBatcher(
+        lambda rows: encoder.embed_rows(
+            rows, batch_size=settings.max_batch_size, max_tokens_per_batch=settings.max_batch_tokens
+        ),
+        max_batch_size=settings.max_batch_size,
+        max_batch_tokens=settings.max_batch_tokens,
+        wait_s=settings.batch_wait_ms / 1000,
+        max_queued_tokens=settings.max_queued_tokens,
+        observe=metrics.observe_batch,
+    )
+    service = EmbeddingService(encoder, settings, batcher)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        yield
+        await batcher.stop()  # after uvicorn has let in-flight requests finish
+
+    app = FastAPI(title="nosink", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.service, app.state.metrics = service, metrics
+    _install_middleware(app, settings, metrics, batcher)
+    _install_error_handlers(app)
+    _install_routes(app, service, metrics)
+    return app
+
+
+class EmbeddingService:
+    """Turns validated requests into rows, vectors and usage counts."""
+
+    def __init__(self, encoder: Encoder, settings: ServerSettings, batcher: MicroBatcher) -> None:
+        self.encoder, self.settings, self.batcher = encoder, settings, batcher
+        self.model_name = settings.served_model_name or settings.model
+        self.vocab_size = int(encoder.base.config.vocab_size)
+
+    async def vectors(
+        self, inputs: list[str] | list[list[int]], *, instruction: str | None, truncate: bool
+    ) -> tuple[np.ndarray, int]:
+        """Raw pooled vectors [N, D] and the number of tokens fed to the model."""
+        if not inputs:
+            raise ApiError(400, "input must not be empty")
+        if len(inputs) > self.settings.max_inputs:
+            raise ApiError(413, f"{len(inputs)} inputs exceed the maximum of {self.settings.max_inputs} per request")
+        rows = await run_in_threadpool(self._rows, inputs, instruction, truncate)
+        try:
+            vectors = await self.batcher.embed(rows)
+        except Overloaded:
+            headers = {"Retry-After": str(self.settings.retry_after_s)}
+            raise ApiError(
+                self.settings.overload_status, "the server is busy; retry later", kind="overloaded", headers=headers
+            ) from None
+        except BatchFailed:
+            raise ApiError(500, "the model failed on this request's batch", kind="server_error") from None
+        return vectors, sum(len(row.ids) for row in rows)
+
+    def _rows(
+        self, inputs: list[str] | list[list[int]], instruction: str | None, truncate: bool
+    ) -> list[TokenizedText]:
+        tokenizer = TextTokenizer(self.encoder.tokenizer, max_length=self.settings.max_length, instruction=instruction)
+        if inputs and isinstance(inputs[0], list):
+            rows = [self._row_from_ids(tokenizer, ids, i) for i, ids in enumerate(inputs)]
+        else:
+            rows = tokenizer(list(inputs))
+        too_long = next((i for i, row in enumerate(rows) if row.truncated), None)
+        if too_long is not None and not truncate:
+            raise ApiError(
+                413,
+                f"input {too_long} is longer than the maximum of {self.settings.max_length} tokens; "
+                "shorten it, or ask for truncation",
+            )
+        return rows
+
+    def _row_from_ids(self, tokenizer: TextTokenizer, ids: list[int], index: int) -> TokenizedText:
+        if not ids:
+            raise ApiError(400, f"input {index} is an empty token list")
+        bad = next((t for t in ids if not 0 <= t < self.vocab_size), None)
+        if bad is not None:
+            raise ApiError(400, f"input {index} has token id {bad}, outside the vocabulary 0..{self.vocab_size - 1}")
+        return tokenizer.from_ids(ids, index=index)
+
+    def tokens(self, inputs: list[str], add_special_tokens: bool) -> list[list[dict[str, Any]]]:
+        """TEI's /tokenize answer: id, text, special flag and character span of every token."""
+        tokenizer = self.encoder.tokenizer
+        encoded = tokenizer(
+            inputs, add_special_tokens=add_special_tokens, return_special_tokens_mask=True, return_offsets_mapping=True
+        )
+        answer = []
+        for ids, special, spans in zip(
+            encoded["input_ids"], encoded["special_tokens_mask"], encoded["offset_mapping"], strict=True
+        ):
+            pieces = tokenizer.convert_ids_to_tokens(ids)
+            answer.append(
+                [
+                    {"id": i, "text": piece, "special": bool(s), "start": None if s else a, "stop": None if s else b}
+                    for i, piece, s, (a, b) in zip(ids, pieces, special, spans, strict=True)
+                ]
+            )
+        return answer
+
+
+def _normalized(vectors: np.ndarray, dimensions: int | None = None) -> np.ndarray:
+    """[N, D] -> [N, d] unit rows: truncate to ``dimensions`` first (Matryoshka-style), then renormalise."""
+    if dimensions is not None:
+        vectors = vectors[:, :dimensions]
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)  # [N, 1]
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _encoded(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    return vector.tolist()
+
+
+# -------------------------------------------------------------------- routes
+
+
+def _install_routes(app: FastAPI, service: EmbeddingService, metrics: ServerMetrics) -> None:
+    settings, encoder = service.settings, service.encoder
+
+    @app.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingsRequest) -> dict[str, Any]:
+        inputs = [body.input] if isinstance(body.input, str) else body.input
+        if inputs and isinstance(inputs[0], int):
+            inputs = [inputs]  # one token array
+        if body.dimensions is not None and body.dimensions > encoder.dim:
+            raise ApiError(400, f"dimensions={body.dimensions} is more than the model's {encoder.dim}")
+        vectors, tokens = await service.vectors(inputs, instruction=None, truncate=settings.truncate)
+        vectors = _normalized(vectors, body.dimensions)
+        data = [
+            {"object": "embedding", "index": i, "embedding": _encoded(v, body.encoding_format)}
+            for i, v in enumerate(vectors)
+        ]
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return {"object": "list", "data": data, "model": service.model_name, "usage": usage}
+
+    @app.post("/embed")
+    async def embed(body: EmbedRequest) -> list[list[float]]:
+        inputs = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+        truncate = settings.truncate if body.truncate is None else body.truncate
+        vectors, _ = await service.vectors(inputs, instruction=body.instruction, truncate=truncate)
+        return (_normalized(vectors) if body.normalize else vectors).tolist()
+
+    @app.post("/tokenize")
+    async def tokenize(body: TokenizeRequest) -> list[list[dict[str, Any]]]:
+        inputs = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+        if not inputs:
+            raise ApiError(400, "inputs must not be empty")
+        if len(inputs) > settings.max_inputs:
+            raise ApiError(413, f"{len(inputs)} inputs exceed the maximum of {settings.max_inputs} per request")
+        return await run_in_threadpool(service.tokens, inputs, body.add_special_tokens)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        start = time.perf_counter()
+        try:
+            rows = await run_in_threadpool(service._rows, ["health"], None, True)
+            vector = (await service.batcher.embed(rows, force=True))[0]
+            healthy = bool(np.isfinite(vector).all())
+        except Exception:
+            log.exception("health check failed")
+            healthy = False
+        status = {
+            "status": "ok" if healthy else "unhealthy",
+            "latency_ms": round((time.perf_counter() - start) * 1e3, 2),
+        }
+        return JSONResponse(status, status_code=200 if healthy else 503)
+
+    @app.get("/info")
+    async def info() -> dict[str, Any]:
+        return {
+            "model": service.model_name,
+            "plan": str(encoder.plan),
+            "pooling": encoder.pooling.value,
+            "dimension": encoder.dim,
+            "max_length": settings.max_length,
+            "dtype": str(encoder.base.dtype).removeprefix("torch."),
+            "layers": encoder.num_layers,
+            "max_inputs": settings.max_inputs,
+            "max_batch_tokens": settings.max_batch_tokens,
+            "version": __version__,
+        }
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+
+# -------------------------------------------------------------------- middleware and errors
+
+
+def _install_middleware(app: FastAPI, settings: ServerSettings, metrics: ServerMetrics, batcher: MicroBatcher) -> None:
+    keys = [key.encode() for key in settings.api_keys]
+    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)  # inner: its 413s pass through `guard`
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        route = request.url.path if request.url.path in _ROUTES else "other"
+        response = _refused(request, keys, settings.max_body_bytes)
+        if response is None:
+            response = await call_next(request)
+        metrics.observe_request(route, response.status_code, time.perf_counter() - start)
+        metrics.set_queue(batcher.queued_rows, batcher.queued_tokens)
+        return response
+
+
+_ROUTES = ("/v1/embeddings", "/embed", "/tokenize", "/health", "/info", "/metrics")
+
+
+def _refused(request: Request, keys: list[bytes], limit: int) -> Response | None:
+    """401 for a missing or wrong key, 413 for a declared body over the limit; None to go on."""
+    if keys and request.url.path not in OPEN_ROUTES:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        given = token.strip().encode()
+        if scheme.lower() != "bearer" or not any(hmac.compare_digest(given, key) for key in keys):
+            return _error(401, "a valid API key is required (Authorization: Bearer KEY)", "authentication_error")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return _error(413, f"the request body is larger than {limit} bytes")
+    return None
+
+
+class _BodyLimit:
+    """ASGI middleware: reads the body (chunked ones too) up to ``limit`` bytes; past it, answers 413 at once."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                response = _error(413, f"the request body is larger than {self.limit} bytes")
+                await response(scope, receive, send)
+                return
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+        replay = iter(messages)
+
+        async def buffered_receive() -> dict:
+            return next(replay, None) or await receive()
+
+        await self.app(scope, buffered_receive, send)
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error", headers=None) -> JSONResponse:
+    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        return _error(error.status, error.message, error.kind, error.headers)
+
+    @app.exception_handler(NosinkError)
+    async def user_error(request: Request, error: NosinkError) -> JSONResponse:
+        return _error(400, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        return _error(400, _validation_message(error))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return _error(error.status_code, str(error.detail), headers=getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return _error(500, "internal server error", "server_error")
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    """A short message from pydantic's errors: where and what, never the (possibly huge) input."""
+    problems = []
+    for item in error.errors()[:3]:
+        if item.get("type") == "json_invalid":
+            return "the request body is not valid JSON"
+        where = ".".join(str(part) for part in item.get("loc", ()) if part != "body") or "body"
+        problems.append(f"{where}: {item.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(problems)

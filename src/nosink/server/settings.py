@@ -1,0 +1,57 @@
+"""Every server setting in one place: command-line flags and ``NOSINK_*`` environment variables.
+
+A flag wins over its variable; a variable wins over the default. ``docs/server.md`` lists them all.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ServerSettings(BaseSettings):
+    """Settings of ``nosink serve`` (environment variable = ``NOSINK_`` + the upper-case name)."""
+
+    model_config = SettingsConfigDict(env_prefix="NOSINK_", extra="forbid")
+
+    model: str = Field(description="hub name or local folder of the decoder")
+    plan: str = Field("baseline", description="conversion plan, e.g. mask0&bidir:k=17,k0=2")
+    pooling: Literal["mean", "weighted_mean", "last", "first"] = Field("mean", description="pooling mode")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="weights dtype")
+    device: str | None = Field(None, description="cpu, cuda, cuda:1 … (default: cuda when available)")
+    served_model_name: str | None = Field(None, description="model name in responses (default: --model)")
+    host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 exposes the server to the network")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="accepted Bearer keys (comma-separated); none = open"
+    )
+    max_length: int = Field(512, ge=1, description="maximum tokens per input, special and instruction tokens included")
+    truncate: bool = Field(False, description="truncate over-long inputs instead of answering 413")
+    max_inputs: int = Field(2048, ge=1, description="maximum inputs per request (more: 413)")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="maximum request body size (more: 413)")
+    max_batch_tokens: int = Field(16384, ge=1, description="padded tokens per model batch")
+    max_batch_size: int = Field(64, ge=1, description="inputs per model batch")
+    batch_wait_ms: float = Field(2.0, ge=0, description="how long a batch waits for concurrent requests to join")
+    max_queued_tokens: int = Field(262144, ge=1, description="tokens waiting for the model before new work is refused")
+    overload_status: Literal[429, 503] = Field(429, description="status when the queue is full")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with the overload status")
+    graceful_timeout_s: float = Field(30.0, ge=0, description="how long shutdown waits for in-flight requests")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+
+def settings_table() -> list[tuple[str, str, str, str]]:
+    """(flag, variable, default, meaning) for every setting, for ``--help`` and the docs."""
+    rows = []
+    for name, field in ServerSettings.model_fields.items():
+        default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        flag = "--" + name.replace("_", "-")
+        rows.append((flag, "NOSINK_" + name.upper(), default, field.description or ""))
+    return rows
