@@ -257,3 +257,53 @@ def test_graceful_shutdown_finishes_in_flight_requests(encoder: Encoder) -> None
         time.sleep(0.2)  # the request is in flight when shutdown begins
     thread.join(timeout=10)
     assert results == [200]
+
+
+def test_nosink_serve_command_end_to_end(tmp_path) -> None:
+    """`nosink serve` as users run it: env + flags, a real process, SIGTERM, a clean exit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import STORIES
+
+    if not STORIES.exists():
+        pytest.skip("../shared/models/stories260k is not available")
+    port = free_port()
+    env = {**os.environ, "NOSINK_API_KEYS": "k1", "NOSINK_PLAN": "mask0-bidir:k=2"}
+    command = [sys.executable, "-m", "nosink.cli", "serve", "--model", str(STORIES), "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base, headers = f"http://127.0.0.1:{port}", {"Authorization": "Bearer k1"}
+        deadline = time.time() + 60
+        while True:
+            assert process.poll() is None, process.stdout.read()
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/health").status_code == 200:
+                    break
+            assert time.time() < deadline, "the server did not come up"
+            time.sleep(0.2)
+        assert httpx.get(f"{base}/info", headers=headers).json()["plan"] == "mask0-bidir:k=2"
+        answer = httpx.post(f"{base}/v1/embeddings", json={"input": ["Once upon a time"]}, headers=headers)
+        expected = Encoder.from_pretrained(str(STORIES), plan="mask0-bidir:k=2").encode(
+            ["Once upon a time"], normalize=True
+        )
+        np.testing.assert_allclose(answer.json()["data"][0]["embedding"], expected[0], atol=1e-5)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so that the exit status says how it ended
+    assert process.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output and "127.0.0.1" in output and "Traceback" not in output
+
+
+def test_serve_refuses_bad_settings_in_one_line(capsys, monkeypatch) -> None:
+    from nosink.cli import main
+
+    monkeypatch.delenv("NOSINK_MODEL", raising=False)
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: bad server settings") and "NOSINK_MODEL" in err and err.count("\n") == 1
+    assert main(["serve", "--model", "m", "--port", "99999"]) == 2
+    assert "port" in capsys.readouterr().err
