@@ -307,3 +307,13 @@ def test_serve_refuses_bad_settings_in_one_line(capsys, monkeypatch) -> None:
     assert err.startswith("error: bad server settings") and "NOSINK_MODEL" in err and err.count("\n") == 1
     assert main(["serve", "--model", "m", "--port", "99999"]) == 2
     assert "port" in capsys.readouterr().err
+
+
+def test_docs_list_every_setting() -> None:
+    from pathlib import Path
+
+    from nosink.server.settings import settings_table
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "server.md").read_text()
+    for flag, variable, _, _ in settings_table():
+        assert f"`{flag}`" in page and f"`{variable}`" in page, variable

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import numpy as np
 from nosink.inputs import TokenizedText
 
 EmbedRows = Callable[[list[TokenizedText]], np.ndarray]
-BatchObserver = Callable[[int, int], None]  # (rows, tokens) of every model batch
+BatchObserver = Callable[[int, int, float], None]  # (rows, tokens, model seconds) of every model batch
 
 
 class Overloaded(Exception):
@@ -54,7 +55,7 @@ class MicroBatcher:
         self._max_batch_tokens = max_batch_tokens
         self._wait_s = wait_s
         self._max_queued_tokens = max_queued_tokens
-        self._observe = observe or (lambda rows, tokens: None)
+        self._observe = observe or (lambda rows, tokens, seconds: None)
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nosink-model")
         self._task: asyncio.Task | None = None
@@ -120,6 +121,7 @@ class MicroBatcher:
     async def _run(self, batch: list[_Work]) -> None:
         tokens = sum(len(item.row.ids) for item in batch)
         rows = [item.row for item in batch]
+        start = time.perf_counter()
         try:
             vectors = await asyncio.get_running_loop().run_in_executor(self._executor, self._embed, rows)
         except Exception as error:  # the model failed: fail this batch's requests only
@@ -127,7 +129,7 @@ class MicroBatcher:
                 if not item.future.done():
                     item.future.set_exception(BatchFailed(type(error).__name__))
         else:
-            self._observe(len(batch), tokens)
+            self._observe(len(batch), tokens, time.perf_counter() - start)
             for item, vector in zip(batch, vectors, strict=True):
                 if not item.future.done():  # a client that went away has a cancelled future
                     item.future.set_result(vector)

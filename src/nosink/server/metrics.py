@@ -32,6 +32,7 @@ class ServerMetrics:
         self.batch_tokens = Histogram(
             "nosink_batch_tokens", "tokens per model batch", buckets=_TOKEN_BUCKETS, registry=self.registry
         )
+        self.model_seconds = Counter("nosink_model_seconds", "time the model spent on batches", registry=self.registry)
         self.queue_rows = Gauge("nosink_queue_inputs", "inputs waiting for the model", registry=self.registry)
         self.queue_tokens = Gauge("nosink_queue_tokens", "tokens waiting for the model", registry=self.registry)
 
@@ -41,9 +42,10 @@ class ServerMetrics:
             self.errors.labels(route, str(code)).inc()
         self.latency.labels(route).observe(seconds)
 
-    def observe_batch(self, rows: int, tokens: int) -> None:
+    def observe_batch(self, rows: int, tokens: int, seconds: float) -> None:
         self.batch_size.observe(rows)
         self.batch_tokens.observe(tokens)
+        self.model_seconds.inc(seconds)
 
     def set_queue(self, rows: int, tokens: int) -> None:
         self.queue_rows.set(rows)
