@@ -45,6 +45,8 @@ TINY_CONFIGS = {
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
+        bos_token_id=1,  # GPT-2's own 50256 is outside this tiny vocabulary
+        eos_token_id=2,
     ),
 }
 
