@@ -31,6 +31,10 @@ def run(settings: ServerSettings) -> None:
     except ImportError:
         raise NosinkError('the server needs its extra: pip install "nosink[server]"') from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     app = load_app(settings)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_keys:
         logging.getLogger("nosink.server").warning(

@@ -38,6 +38,9 @@ class ServerSettings(BaseSettings):
     overload_status: Literal[429, 503] = Field(429, description="status when the queue is full")
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with the overload status")
     graceful_timeout_s: float = Field(30.0, ge=0, description="how long shutdown waits for in-flight requests")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads (default: torch's); on a small CPU box, leave a core for HTTP"
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
