@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +28,8 @@ from nosink.eval.ner import (
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PLAN = "mask0-bidir:k=2"
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread is faster
 needs_data = pytest.mark.skipif(not DATA.exists(), reason="../shared/data is not available")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """These models are tiny: one intra-op thread is faster, and far faster on a busy CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

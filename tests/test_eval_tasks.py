@@ -6,12 +6,11 @@ import hashlib
 import importlib
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import stories_model, stories_tokenizer, tiny_model, tiny_tokenizer
 
 from nosink import Encoder, NosinkError
@@ -30,15 +29,7 @@ if not DATA.exists():
     pytest.skip("../shared/data is not available", allow_module_level=True)
 
 PLAN = "mask0-bidir:k=2"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """These models are tiny: one intra-op thread is faster, and far faster on a busy CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread is faster
 
 
 @pytest.fixture(scope="module")
