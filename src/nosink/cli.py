@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nosink import __version__
+from nosink.encoder import DTYPE_CHOICES
 from nosink.errors import NosinkError
 from nosink.eval.commands import add_commands
 from nosink.io import INPUT_FORMATS, check_output, read_inputs, write_embeddings
@@ -22,7 +23,6 @@ from nosink.pooling import Pooling
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 USER_ERRORS = (NosinkError, OSError, json.JSONDecodeError, ValueError)  # FileNotFoundError is an OSError
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 PLAN_KEY = "M = the MASKm sink index (tokens 0..M hidden), K = layers converted, K0 = how many of the top K are nosink"
 
 _MAIN_EXAMPLES = """\
@@ -122,7 +122,7 @@ def _add_encode(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=_positive_int, metavar="N", help="texts per batch (default: 32)")
     parser.add_argument("--max-tokens-per-batch", type=_positive_int, metavar="N", help="cap on padded batch tokens")
     parser.add_argument("--max-length", type=_positive_int, default=512, metavar="N", help="default: %(default)s")
-    parser.add_argument("--dtype", default="auto", choices=DTYPES, help="default: %(default)s")
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="default: %(default)s")
     parser.add_argument("--device", metavar="D", help="e.g. cpu, cuda, cuda:1 (default: cuda when available)")
     parser.add_argument("--input-format", default="auto", choices=INPUT_FORMATS, help="default: %(default)s")
     parser.add_argument("input", metavar="INPUT", help="text file, .jsonl file, or - for stdin")

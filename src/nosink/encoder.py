@@ -25,6 +25,7 @@ DEFAULT_BATCH_SIZE = 32
 PROGRESS_BAR_MIN_TEXTS = 256
 R = TypeVar("R")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_CHOICES = ("auto", *_DTYPES)  # what `dtype=` accepts as a string
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from nosink.attention import CONTEXT_KWARG, AttentionRecord, CallContext, nosink_attention_enabled
-from nosink.families import Family
+from nosink.families import Family, LayerInputs
 from nosink.patterns import CAUSAL, LayerPattern, relative_positions
 from nosink.plan import Schedule, Step
 
@@ -62,9 +62,7 @@ def _run_branches(
 
     def run(steps: tuple[Step, ...], h: torch.Tensor) -> torch.Tensor:
         for step in steps:
-            call = {CONTEXT_KWARG: context.with_pattern(step.pattern), **layer_inputs(step.layer)}
-            out = layers[step.layer](h, attention_mask=None, **call)
-            h = out[0] if isinstance(out, tuple) else out  # [B, T, D]
+            h = _call_layer(layers, layer_inputs, context, step.layer, step.pattern, h)  # [B, T, D]
         return h
 
     shared = run(schedule.prefix, hidden)  # [B, T, D]
@@ -111,9 +109,7 @@ def run_schedules(
                     groups.setdefault(patterns[i][depth], []).append(i)
                 ordered = sorted(groups.items(), key=lambda item: len(item[1]))  # widest group last
                 for index, (pattern, group) in enumerate(ordered):
-                    call = {CONTEXT_KWARG: context.with_pattern(pattern), **layer_inputs(depth)}
-                    out = layers[depth](h, attention_mask=None, **call)
-                    h_next = out[0] if isinstance(out, tuple) else out  # [B, T, D]
+                    h_next = _call_layer(layers, layer_inputs, context, depth, pattern, h)  # [B, T, D]
                     if index == len(ordered) - 1:
                         del h  # the last branch does not need the parent state: memory stays O(branches)
                         descend(group, depth + 1, h_next)
@@ -122,3 +118,17 @@ def run_schedules(
 
             descend(single, 0, hidden)
     return results  # type: ignore[return-value]
+
+
+def _call_layer(
+    layers: nn.ModuleList,
+    layer_inputs: LayerInputs,
+    context: CallContext,
+    layer: int,
+    pattern: LayerPattern,
+    hidden: torch.Tensor,  # [B, T, D]
+) -> torch.Tensor:
+    """One decoder-layer call with ``pattern``: [B, T, D] -> [B, T, D]."""
+    call = {CONTEXT_KWARG: context.with_pattern(pattern), **layer_inputs(layer)}
+    out = layers[layer](hidden, attention_mask=None, **call)
+    return out[0] if isinstance(out, tuple) else out

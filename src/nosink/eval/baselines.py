@@ -517,11 +517,9 @@ def describe_embedder(embedder: Embedder) -> dict[str, Any]:
 
 def _describe(embedder: Embedder) -> dict[str, Any]:
     if isinstance(embedder, Encoder):
-        config = embedder.base.config
-        name = getattr(config, "_name_or_path", "") or config.model_type
         return _description(
             EmbedderKind.NOSINK,
-            name,
+            embedder.name,
             str(embedder.plan),
             embedder.pooling.value,
             _dtype_of(embedder.base),

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nosink.encoder import DTYPE_CHOICES
 from nosink.errors import NosinkError
 from nosink.plan import Plan
 from nosink.pooling import Pooling
@@ -86,7 +87,7 @@ def _model_options(parser: argparse.ArgumentParser, *, baselines: bool = True, p
     else:
         parser.add_argument("--plan", default="baseline", metavar="P", help="plan string (default: %(default)s)")
     parser.add_argument("--pooling", default="mean", choices=[p.value for p in Pooling], help="default: %(default)s")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
     parser.add_argument("--device", metavar="D", help="cpu, cuda, cuda:1 … (default: cuda when available)")
     parser.add_argument("--max-length", type=int, default=512, metavar="N", help="tokens per text (default: 512)")
     parser.add_argument("--batch-size", type=int, metavar="N", help="texts per batch (default: 32)")

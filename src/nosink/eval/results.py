@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import platform
@@ -12,16 +11,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from nosink.eval.data import file_digest
+
 _PACKAGES = ("nosink", "torch", "transformers", "numpy", "scikit-learn", "imbalanced-learn", "seqeval", "mteb")
-
-
-def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def package_versions() -> dict[str, str | None]:
@@ -40,7 +32,7 @@ def data_files(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     return [
         {"dataset": p}
         if p.startswith("hf:")
-        else {"path": str(Path(p).resolve()), "bytes": Path(p).stat().st_size, "sha256": sha256_of(p)}
+        else {"path": str(Path(p).resolve()), "bytes": Path(p).stat().st_size, "sha256": file_digest(p)}
         for p in dict.fromkeys(str(p) for p in paths)
     ]
 
