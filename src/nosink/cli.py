@@ -10,12 +10,14 @@ import json
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from nosink import __version__
+from nosink.cli_args import check_model_path, positive_int
+from nosink.corpus.commands import add_commands as add_corpus_commands
 from nosink.encoder import DTYPE_CHOICES
 from nosink.errors import NosinkError
 from nosink.eval.commands import add_commands
+from nosink.index.commands import add_commands as add_index_commands
 from nosink.io import INPUT_FORMATS, check_output, read_inputs, write_embeddings
 from nosink.plan import NAMED_PLANS, Plan
 from nosink.pooling import Pooling
@@ -91,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inspect(commands)
     add_commands(commands, _subparser)  # eval, sweep, attention (their heavy imports wait for the handler)
     _add_serve(commands)
+    add_corpus_commands(commands, _subparser)  # embed
+    add_index_commands(commands, _subparser)  # index build, search
     return parser
 
 
@@ -119,9 +123,9 @@ def _add_encode(commands: argparse._SubParsersAction) -> None:
     pooling = [p.value for p in Pooling]
     parser.add_argument("--pooling", default="mean", choices=pooling, help="default: %(default)s")
     parser.add_argument("--normalize", action="store_true", help="scale every embedding to unit length")
-    parser.add_argument("--batch-size", type=_positive_int, metavar="N", help="texts per batch (default: 32)")
-    parser.add_argument("--max-tokens-per-batch", type=_positive_int, metavar="N", help="cap on padded batch tokens")
-    parser.add_argument("--max-length", type=_positive_int, default=512, metavar="N", help="default: %(default)s")
+    parser.add_argument("--batch-size", type=positive_int, metavar="N", help="texts per batch (default: 32)")
+    parser.add_argument("--max-tokens-per-batch", type=positive_int, metavar="N", help="cap on padded batch tokens")
+    parser.add_argument("--max-length", type=positive_int, default=512, metavar="N", help="default: %(default)s")
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="default: %(default)s")
     parser.add_argument("--device", metavar="D", help="e.g. cpu, cuda, cuda:1 (default: cuda when available)")
     parser.add_argument("--input-format", default="auto", choices=INPUT_FORMATS, help="default: %(default)s")
@@ -161,16 +165,6 @@ def _add_model_and_plan(parser: argparse.ArgumentParser, *, plan_required: bool 
     parser.add_argument("--plan", required=plan_required, default=default, metavar="P", help=plan_help)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 # -------------------------------------------------------------------- commands
 
 
@@ -181,7 +175,7 @@ def run_encode(args: argparse.Namespace) -> int:
     Plan.coerce(args.plan)  # cheap checks first: a typo should not wait for a model load
     inputs = read_inputs(args.input, input_format=args.input_format)
     check_output(args.output)
-    _check_model_path(args.model)
+    check_model_path(args.model)
     encoder = Encoder.from_pretrained(
         args.model,
         plan=args.plan,
@@ -219,7 +213,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     from nosink.families import family_for
 
     plan = Plan.coerce(args.plan)
-    _check_model_path(args.model)
+    check_model_path(args.model)
     config = AutoConfig.from_pretrained(args.model)
     family_for(config)
     num_layers = config.num_hidden_layers
@@ -240,14 +234,6 @@ def format_table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]]) for row in rows]
     return "\n".join(line.rstrip() for line in lines)
-
-
-def _check_model_path(model: str) -> None:
-    """A clear error for a local folder that does not exist (transformers would read it as a hub name)."""
-    path = Path(model).expanduser()
-    looks_local = path.is_absolute() or model.startswith((".", "~")) or model.endswith(("/", "\\"))
-    if looks_local and not path.exists():
-        raise NosinkError(f"model folder {model!r} does not exist")
 
 
 def _describe(error: BaseException) -> str:

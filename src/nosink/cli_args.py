@@ -1,0 +1,27 @@
+"""Argument checks shared by the CLI's command modules."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nosink.errors import NosinkError
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def check_model_path(model: str, *, hint: str = "") -> None:
+    """A clear error for a local folder that does not exist (transformers would read it as a hub name)."""
+    path = Path(model).expanduser()
+    looks_local = path.is_absolute() or model.startswith((".", "~")) or model.endswith(("/", "\\"))
+    if looks_local and not path.exists():
+        raise NosinkError(f"model folder {model!r} does not exist{hint}")

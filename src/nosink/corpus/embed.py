@@ -1,0 +1,364 @@
+"""Embed a corpus into resumable Parquet shards, on this machine or on Ray.
+
+The job is fixed before any vector is computed: the encoder (model, plan, pooling, dtype,
+max_length), the instruction, normalisation, shard size and the input's SHA-256. It is written to
+``manifest.json`` first; a later run into the same folder must describe the same job, or it is
+refused. Shard ``i`` holds records ``[i * shard_size, (i + 1) * shard_size)`` and is renamed into
+place only when complete, so a restarted run skips finished shards and recomputes the others.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from nosink import __version__
+from nosink.corpus.reader import CorpusSource, Record
+from nosink.corpus.shards import (
+    FORMAT,
+    MANIFEST,
+    SHARDS,
+    Shard,
+    read_manifest,
+    require_pyarrow,
+    shard_count,
+    shard_path,
+    shard_rows,
+    write_json_atomic,
+    write_shard,
+)
+from nosink.encoder import Encoder, resolve_device, resolve_dtype
+from nosink.errors import NosinkError
+from nosink.plan import Plan
+from nosink.pooling import Pooling
+
+DEFAULT_SHARD_SIZE = 10_000
+PROGRESS_CHUNK = 1024  # texts per progress update inside a shard (a multiple of the default batch size)
+Progress = Callable[[int], None]
+
+
+class Engine(str, Enum):
+    """Where the vectors are computed."""
+
+    LOCAL = "local"
+    RAY = "ray"
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """How to load an encoder: what a Ray worker needs to build its own copy."""
+
+    model: str
+    plan: str = "baseline"
+    pooling: str = "mean"
+    dtype: str = "auto"
+    device: str | None = None
+    max_length: int = 512
+
+    def load(self) -> Encoder:
+        return Encoder.from_pretrained(
+            self.model,
+            plan=self.plan,
+            pooling=self.pooling,
+            dtype=self.dtype,
+            device=self.device,
+            max_length=self.max_length,
+        )
+
+    @classmethod
+    def of(cls, encoder: Encoder) -> EncoderSpec:
+        """The spec that reloads ``encoder``; NosinkError when it was not loaded from a name or folder."""
+        if encoder.name == encoder.base.config.model_type and not Path(encoder.name).exists():
+            raise NosinkError("Ray workers load the model by hub name or folder; this encoder has neither")
+        return cls(
+            encoder.name,
+            str(encoder.plan),
+            encoder.pooling.value,
+            _dtype_name(encoder),
+            encoder.device.type,
+            encoder.max_length,
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that decide the vectors, as written in the manifest (``encoder`` section)."""
+        from transformers import AutoConfig
+
+        dtype = resolve_dtype(self.dtype, resolve_device(self.device))
+        return {
+            "model": _model_id(self.model),
+            "plan": str(Plan.coerce(self.plan)),
+            "pooling": Pooling.coerce(self.pooling).value,
+            "dtype": str(dtype).removeprefix("torch."),
+            "max_length": self.max_length,
+            "dimension": int(AutoConfig.from_pretrained(self.model).hidden_size),
+        }
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Ray settings: a cluster ``address`` (None starts a local instance), actors and their resources."""
+
+    address: str | None = None
+    workers: int | None = None  # default: a local instance's CPUs divided by cpus_per_worker
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+
+
+@dataclass(frozen=True)
+class EmbedReport:
+    """What a run did: the corpus size, shards written now and skipped (finished earlier), time."""
+
+    out_dir: Path
+    records: int
+    shards: int
+    written_shards: int
+    skipped_shards: int
+    embedded_records: int
+    truncated: int
+    seconds: float
+
+
+def embed_corpus(
+    encoder: Encoder | EncoderSpec,
+    source: CorpusSource,
+    out_dir: str | Path,
+    *,
+    instruction: str | None = None,
+    normalize: bool = True,
+    store_text: bool = False,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    batch_size: int | None = None,
+    max_tokens_per_batch: int | None = None,
+    engine: Engine | str = Engine.LOCAL,
+    ray: RayOptions | None = None,
+    show_progress_bar: bool | None = None,
+) -> EmbedReport:
+    """Embed every record of ``source`` into Parquet shards under ``out_dir``; resume a run cut short.
+
+    Args:
+        encoder: A loaded ``Encoder``, or an ``EncoderSpec`` (loaded here for the local engine;
+            the Ray engine loads one copy per worker and never in this process).
+        source: The corpus (see ``CorpusSource.open``).
+        out_dir: A new or empty folder, or the folder of an earlier run of the same job.
+        instruction: Task description put before every text (E5-Mistral format).
+        normalize: Store L2-normalised vectors (the default, ready for cosine search).
+        store_text: Also store each record's text in the shards (search can then show it).
+        shard_size: Records per shard: the unit of resumption.
+        batch_size, max_tokens_per_batch: As for ``Encoder.encode``.
+        engine: ``local`` (this process) or ``ray`` (Ray Data, one encoder per actor).
+        ray: Ray settings for ``engine="ray"``.
+        show_progress_bar: None shows one for corpora of 32 records or more.
+
+    Raises:
+        NosinkError: For a bad corpus, or an ``out_dir`` that holds something else or another job.
+    """
+    require_pyarrow()
+    engine = Engine(engine)
+    if shard_size < 1:
+        raise NosinkError(f"shard_size must be >= 1, got {shard_size}")
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    records = _count_records(source)
+    job = {
+        "encoder": encoder.identity() if isinstance(encoder, EncoderSpec) else _loaded_identity(encoder),
+        "instruction": instruction,
+        "normalized": normalize,
+        "store_text": store_text,
+        "shard_size": shard_size,
+        "records": records,
+        "input": {
+            "sha256": source.sha256(),
+            "format": source.format.value,
+            "id_field": source.id_field,
+            "text_field": source.text_field,
+        },
+    }
+    manifest = _open_job(out_dir, job, source)
+    shards = manifest["shards"]
+    done = {i for i in range(shards) if shard_rows(shard_path(out_dir, i)) == _rows_in(i, records, shard_size)}
+    pending = [i for i in range(shards) if i not in done]
+    todo = sum(_rows_in(i, records, shard_size) for i in pending)
+    options = _EncodeOptions(instruction, normalize, batch_size, max_tokens_per_batch)
+    chunks = _pending_chunks(source, shard_size, set(pending))
+    show = records >= 32 if show_progress_bar is None else show_progress_bar
+    with tqdm(total=records, initial=records - todo, disable=not show, desc="embedding", unit="text") as bar:
+        if not pending:
+            truncated = 0
+        elif engine is Engine.LOCAL:
+            local = encoder.load() if isinstance(encoder, EncoderSpec) else encoder
+            truncated = _embed_local(local, chunks, out_dir, store_text=store_text, encode=options, progress=bar.update)
+        else:
+            from nosink.corpus.ray_engine import embed_with_ray
+
+            spec = encoder if isinstance(encoder, EncoderSpec) else EncoderSpec.of(encoder)
+            truncated = embed_with_ray(
+                spec,
+                chunks,
+                out_dir,
+                store_text=store_text,
+                encode=options,
+                options=ray or RayOptions(),
+                progress=bar.update,
+            )
+    write_json_atomic(out_dir / MANIFEST, manifest | {"complete": True, "finished": _now()})
+    seconds = time.perf_counter() - start
+    return EmbedReport(out_dir, records, shards, len(pending), len(done), todo, truncated, seconds)
+
+
+# -------------------------------------------------------------------- the job
+
+
+def _open_job(out_dir: Path, job: dict[str, Any], source: CorpusSource) -> dict[str, Any]:
+    """The manifest of ``out_dir``: created for a new job, checked against ``job`` for a resumed one."""
+    if (out_dir / MANIFEST).is_file():
+        manifest = read_manifest(out_dir)
+        differences = [key for key in job if manifest.get(key) != job[key]]
+        if differences:
+            detail = "; ".join(f"{key}: {manifest.get(key)!r} there, {job[key]!r} now" for key in differences)
+            raise NosinkError(
+                f"{out_dir} holds the vectors of a different job ({detail}); "
+                "use another output folder, or delete this one to start over"
+            )
+        _remove_temporary_files(out_dir)
+        return manifest
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise NosinkError(f"{out_dir} exists and is not an embedded corpus; give a new or empty folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "format": FORMAT,
+        "nosink_version": __version__,
+        **job,
+        "dimension": job["encoder"]["dimension"],
+        "input_file": source.path.name,  # informative only: a moved or renamed input with the same bytes resumes
+        "shards": shard_count(job["records"], job["shard_size"]),
+        "complete": False,
+        "created": _now(),
+    }
+    write_json_atomic(out_dir / MANIFEST, manifest)
+    return manifest
+
+
+def _remove_temporary_files(out_dir: Path) -> None:
+    """Half-written shards of a killed run (their names start with a dot)."""
+    for leftover in (out_dir / SHARDS).glob(".shard-*.tmp-*"):
+        leftover.unlink(missing_ok=True)
+
+
+def _count_records(source: CorpusSource) -> int:
+    """Read the whole corpus once (validating every record, in bounded memory) and count it."""
+    count = sum(1 for _ in source.records())
+    if count == 0:
+        raise NosinkError(f"{source.path} has no records")
+    return count
+
+
+def _rows_in(index: int, records: int, shard_size: int) -> int:
+    return min(shard_size, records - index * shard_size)
+
+
+def _pending_chunks(source: CorpusSource, shard_size: int, pending: set[int]) -> Iterator[tuple[int, list[Record]]]:
+    """(shard index, its records) for the pending shards, streamed: one shard in memory at a time."""
+    chunk: list[Record] = []
+    index = 0
+    for number, record in enumerate(source.records()):
+        index = number // shard_size
+        if index in pending:
+            chunk.append(record)
+        if (number + 1) % shard_size == 0:
+            if chunk:
+                yield index, chunk
+            chunk = []
+    if chunk:
+        yield index, chunk
+
+
+# -------------------------------------------------------------------- local engine
+
+
+@dataclass(frozen=True)
+class _EncodeOptions:
+    instruction: str | None
+    normalize: bool
+    batch_size: int | None
+    max_tokens_per_batch: int | None
+
+
+def _embed_local(
+    encoder: Encoder,
+    chunks: Iterator[tuple[int, list[Record]]],
+    out_dir: Path,
+    *,
+    store_text: bool,
+    encode: _EncodeOptions,
+    progress: Progress,
+) -> int:
+    truncated = 0
+    for index, records in chunks:
+        texts = [record.text for record in records]
+        vectors, cut = embed_texts(encoder, texts, encode, progress)  # [n, D], [n]
+        truncated += int(cut.sum())
+        ids = [record.id for record in records]
+        write_shard(out_dir, Shard(index, ids, vectors, texts if store_text else None))
+    return truncated
+
+
+def embed_texts(
+    encoder: Encoder, texts: list[str], encode: _EncodeOptions, progress: Progress
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors [n, D] of ``texts`` as ``Encoder.encode`` computes them, and which texts were truncated [n].
+
+    Rows go longest first, as in ``encode``, in slices of PROGRESS_CHUNK so that the bar moves.
+    """
+    with warnings.catch_warnings():  # one truncation count for the whole run instead of a warning per shard
+        warnings.simplefilter("ignore", UserWarning)
+        rows = encoder.tokenize(texts, instruction=encode.instruction)
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i].ids))
+    vectors = np.empty((len(rows), encoder.dim), dtype=np.float32)  # [n, D]
+    for start in range(0, len(order), PROGRESS_CHUNK):
+        part = order[start : start + PROGRESS_CHUNK]
+        vectors[part] = encoder.embed_rows(
+            [rows[i] for i in part],
+            batch_size=encode.batch_size,
+            max_tokens_per_batch=encode.max_tokens_per_batch,
+            normalize=encode.normalize,
+            show_progress_bar=False,
+        )
+        progress(len(part))
+    return vectors, np.array([row.truncated for row in rows], dtype=bool)
+
+
+# -------------------------------------------------------------------- helpers
+
+
+def _loaded_identity(encoder: Encoder) -> dict[str, Any]:
+    return {
+        "model": _model_id(encoder.name),
+        "plan": str(encoder.plan),
+        "pooling": encoder.pooling.value,
+        "dtype": _dtype_name(encoder),
+        "max_length": encoder.max_length,
+        "dimension": encoder.dim,
+    }
+
+
+def _model_id(name: str) -> str:
+    """A local folder by its absolute path (so ./m and m agree), a hub model by its name."""
+    path = Path(name)
+    return str(path.resolve()) if path.exists() else name
+
+
+def _dtype_name(encoder: Encoder) -> str:
+    return str(next(encoder.base.parameters()).dtype).removeprefix("torch.")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

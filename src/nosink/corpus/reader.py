@@ -1,0 +1,184 @@
+"""Streaming corpus readers: JSONL, CSV/TSV and Parquet records, one at a time, never the whole file.
+
+Every record yields an ``id`` (the ``id_field`` value as a string, or the 0-based record number
+when there is no id field) and a non-empty ``text``. Bad records are refused with their number.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from nosink.corpus.shards import require_pyarrow
+from nosink.errors import NosinkError
+
+DEFAULT_ID_FIELD = "id"
+DEFAULT_TEXT_FIELD = "text"
+_PARQUET_BATCH_ROWS = 4096
+_HASH_CHUNK_BYTES = 1 << 20
+
+
+class InputFormat(str, Enum):
+    """Corpus file formats; ``auto`` picks one from the file's extension."""
+
+    AUTO = "auto"
+    JSONL = "jsonl"
+    CSV = "csv"
+    TSV = "tsv"
+    PARQUET = "parquet"
+
+
+_SUFFIXES = {
+    ".jsonl": InputFormat.JSONL,
+    ".ndjson": InputFormat.JSONL,
+    ".csv": InputFormat.CSV,
+    ".tsv": InputFormat.TSV,
+    ".parquet": InputFormat.PARQUET,
+    ".pq": InputFormat.PARQUET,
+}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One corpus record: its id (a string) and its text."""
+
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class CorpusSource:
+    """A corpus file and how to read it: its format and the names of its id and text fields.
+
+    ``id_field=None`` uses the field ``"id"`` when the file has one, else the record number.
+    """
+
+    path: Path
+    format: InputFormat
+    id_field: str | None = None
+    text_field: str = DEFAULT_TEXT_FIELD
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        input_format: InputFormat | str = InputFormat.AUTO,
+        id_field: str | None = None,
+        text_field: str = DEFAULT_TEXT_FIELD,
+    ) -> CorpusSource:
+        """Check that ``path`` is a readable file and resolve its format (from the extension for ``auto``)."""
+        path = Path(path)
+        if not path.is_file():
+            raise NosinkError(f"{path} is not a file")
+        try:
+            fmt = InputFormat(input_format)
+        except ValueError:
+            choices = ", ".join(f.value for f in InputFormat)
+            raise NosinkError(f"unknown input format {input_format!r}; use one of {choices}") from None
+        if fmt is InputFormat.AUTO:
+            fmt = _SUFFIXES.get(path.suffix.lower())
+            if fmt is None:
+                known = ", ".join(sorted(_SUFFIXES))
+                raise NosinkError(f"cannot tell the format of {path.name} ({known}); pass --input-format")
+        return cls(path, fmt, id_field, text_field)
+
+    def records(self) -> Iterator[Record]:
+        """Every record in file order, validated; NosinkError names the first bad one."""
+        rows = _ROW_READERS[self.format](self)
+        id_field: str | None = None
+        for number, (row, fields) in enumerate(rows):
+            if number == 0:
+                id_field = self._resolve_id_field(fields)
+            yield Record(self._id(row, id_field, number), self._text(row, number))
+
+    def sha256(self) -> str:
+        """The SHA-256 of the file's bytes, read in chunks."""
+        digest = hashlib.sha256()
+        with open(self.path, "rb") as handle:
+            while chunk := handle.read(_HASH_CHUNK_BYTES):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def _resolve_id_field(self, fields: set[str]) -> str | None:
+        if self.text_field not in fields:
+            raise NosinkError(f"{self.path.name} has no field {self.text_field!r} (fields: {_names(fields)})")
+        if self.id_field is None:
+            return DEFAULT_ID_FIELD if DEFAULT_ID_FIELD in fields else None
+        if self.id_field not in fields:
+            raise NosinkError(f"{self.path.name} has no field {self.id_field!r} (fields: {_names(fields)})")
+        return self.id_field
+
+    def _id(self, row: dict[str, Any], id_field: str | None, number: int) -> str:
+        if id_field is None:
+            return str(number)
+        value = row.get(id_field)
+        if value is None or value == "":
+            raise NosinkError(f"{self._where(number)} has no {id_field!r}")
+        return str(value)
+
+    def _text(self, row: dict[str, Any], number: int) -> str:
+        value = row.get(self.text_field)
+        if not isinstance(value, str):
+            kind = "no" if value is None else f"a {type(value).__name__} as"
+            raise NosinkError(f"{self._where(number)} has {kind} {self.text_field!r}; expected a string")
+        if not value.strip():
+            raise NosinkError(f"{self._where(number)} has an empty {self.text_field!r}")
+        return value
+
+    def _where(self, number: int) -> str:
+        return f"{self.path.name}: record {number}"
+
+
+def _names(fields: set[str]) -> str:
+    return ", ".join(sorted(fields)) or "none"
+
+
+def _jsonl_rows(source: CorpusSource) -> Iterator[tuple[dict[str, Any], set[str]]]:
+    with open(source.path, encoding="utf-8-sig") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise NosinkError(f"{source.path.name}: line {line_number} is not JSON ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise NosinkError(f"{source.path.name}: line {line_number} is not a JSON object")
+            yield row, set(row)
+
+
+def _delimited_rows(source: CorpusSource) -> Iterator[tuple[dict[str, Any], set[str]]]:
+    delimiter = "\t" if source.format is InputFormat.TSV else ","
+    with open(source.path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        fields = set(reader.fieldnames or ())
+        for row in reader:
+            yield row, fields
+
+
+def _parquet_rows(source: CorpusSource) -> Iterator[tuple[dict[str, Any], set[str]]]:
+    pa = require_pyarrow()
+    try:
+        parquet = pa.parquet.ParquetFile(source.path)
+    except pa.ArrowInvalid as error:
+        raise NosinkError(f"{source.path.name} is not a Parquet file ({error})") from None
+    fields = set(parquet.schema_arrow.names)
+    wanted = [name for name in (source.id_field or DEFAULT_ID_FIELD, source.text_field) if name in fields]
+    for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=wanted):
+        for row in batch.to_pylist():
+            yield row, fields
+
+
+_ROW_READERS = {
+    InputFormat.JSONL: _jsonl_rows,
+    InputFormat.CSV: _delimited_rows,
+    InputFormat.TSV: _delimited_rows,
+    InputFormat.PARQUET: _parquet_rows,
+}

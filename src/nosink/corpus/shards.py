@@ -1,0 +1,124 @@
+"""The on-disk layout of an embedded corpus: a manifest and atomically written Parquet shards.
+
+    OUT_DIR/manifest.json             the job (model, plan, pooling, dtype, input digest ...) and counts
+    OUT_DIR/shards/shard-00000.parquet id: string, embedding: fixed_size_list<float32>[D], text: string (optional)
+
+Shard ``i`` always holds input records ``[i * shard_size, (i + 1) * shard_size)`` in input order,
+so a shard file either exists complete (it was renamed into place) or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nosink.errors import NosinkError
+
+MANIFEST = "manifest.json"
+SHARDS = "shards"
+FORMAT = "nosink-embeddings/1"
+_PYARROW_HINT = 'embedded corpora need pyarrow: pip install "nosink[corpus]"'
+
+
+def require_pyarrow() -> Any:
+    """The ``pyarrow`` module, or a NosinkError that names the extra to install."""
+    try:
+        import pyarrow
+        import pyarrow.parquet  # registers pyarrow.parquet
+    except ImportError:
+        raise NosinkError(_PYARROW_HINT) from None
+    return pyarrow
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard's rows: ids [n], embeddings [n, D] float32, and texts [n] when the job stored them."""
+
+    index: int
+    ids: list[str]
+    embeddings: np.ndarray
+    texts: list[str] | None
+
+
+def shard_path(out_dir: str | Path, index: int) -> Path:
+    return Path(out_dir) / SHARDS / f"shard-{index:05d}.parquet"
+
+
+def shard_count(records: int, shard_size: int) -> int:
+    return (records + shard_size - 1) // shard_size
+
+
+def read_manifest(out_dir: str | Path) -> dict[str, Any]:
+    """The manifest of an embedded corpus; NosinkError when ``out_dir`` is not one."""
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        raise NosinkError(f"{out_dir} is not an embedded corpus (no {MANIFEST}); run `nosink embed` first")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("format") != FORMAT:
+        raise NosinkError(f"{path} has format {manifest.get('format')!r}; this nosink reads {FORMAT!r}")
+    return manifest
+
+
+def write_json_atomic(path: Path, value: dict[str, Any]) -> None:
+    """Write JSON to ``path`` so that readers see the old file or the new one, never half of one."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def write_shard(out_dir: str | Path, shard: Shard) -> Path:
+    """Write one shard atomically (temporary file, fsync, rename) and return its path."""
+    pa = require_pyarrow()
+    ids, vectors = shard.ids, np.ascontiguousarray(shard.embeddings, dtype=np.float32)  # [n, D]
+    if vectors.ndim != 2 or len(ids) != vectors.shape[0]:
+        raise ValueError(f"shard {shard.index}: {len(ids)} ids for embeddings of shape {vectors.shape}")
+    flat = pa.array(vectors.reshape(-1), type=pa.float32())  # [n * D]
+    columns = {
+        "id": pa.array(ids, type=pa.string()),
+        "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),  # [n] lists of D
+    }
+    if shard.texts is not None:
+        columns["text"] = pa.array(shard.texts, type=pa.string())
+    path = shard_path(out_dir, shard.index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pa.parquet.write_table(pa.table(columns), temporary)
+    with open(temporary, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    return path
+
+
+def read_shard(out_dir: str | Path, index: int, *, texts: bool = True) -> Shard:
+    """Read shard ``index``: ids, embeddings [n, D] float32 and, if stored and asked for, texts."""
+    pa = require_pyarrow()
+    table = pa.parquet.read_table(shard_path(out_dir, index))
+    column = table.column("embedding").combine_chunks()  # fixed_size_list<float32>[D], n rows
+    dim = column.type.list_size
+    vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+    stored = texts and "text" in table.column_names
+    return Shard(index, table.column("id").to_pylist(), vectors, table.column("text").to_pylist() if stored else None)
+
+
+def shard_rows(path: Path) -> int | None:
+    """Rows in a finished shard file from its footer, or None when it is missing or unreadable."""
+    pa = require_pyarrow()
+    try:
+        return pa.parquet.ParquetFile(path).metadata.num_rows
+    except (OSError, pa.ArrowInvalid):
+        return None
+
+
+def iter_shards(out_dir: str | Path, *, texts: bool = True) -> Iterator[Shard]:
+    """Every shard of a finished corpus, in input order; NosinkError if the run is not complete."""
+    manifest = read_manifest(out_dir)
+    if not manifest.get("complete"):
+        raise NosinkError(f"{out_dir} is not complete; finish it by running the same `nosink embed` command again")
+    for index in range(manifest["shards"]):
+        yield read_shard(out_dir, index, texts=texts)
