@@ -221,9 +221,10 @@ def _open_job(out_dir: Path, job: dict[str, Any], source: CorpusSource) -> dict[
     """The manifest of ``out_dir``: created for a new job, checked against ``job`` for a resumed one."""
     if (out_dir / MANIFEST).is_file():
         manifest = read_manifest(out_dir)
-        differences = [key for key in job if manifest.get(key) != job[key]]
+        there, now = _flatten({key: manifest.get(key) for key in job}), _flatten(job)
+        differences = [key for key in now if there.get(key) != now[key]]
         if differences:
-            detail = "; ".join(f"{key}: {manifest.get(key)!r} there, {job[key]!r} now" for key in differences)
+            detail = "; ".join(f"{key}: {there.get(key)!r} there, {now[key]!r} now" for key in differences)
             raise NosinkError(
                 f"{out_dir} holds the vectors of a different job ({detail}); "
                 "use another output folder, or delete this one to start over"
@@ -245,6 +246,17 @@ def _open_job(out_dir: Path, job: dict[str, Any], source: CorpusSource) -> dict[
     }
     write_json_atomic(out_dir / MANIFEST, manifest)
     return manifest
+
+
+def _flatten(fields: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested fields as one level: ``{"encoder": {"plan": p}}`` -> ``{"encoder.plan": p}``."""
+    flat: dict[str, Any] = {}
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _remove_temporary_files(out_dir: Path) -> None:
