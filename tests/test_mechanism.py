@@ -8,7 +8,8 @@ import transformers
 from conftest import TINY_CONFIGS, stories_model, stories_tokenizer, tiny_model, tiny_tokenizer
 from test_equivalence import batch
 
-from nosink import Encoder, NosinkError, Pattern
+from nosink import Encoder, LayerPattern, NosinkError, Pattern
+from nosink.attention import CallContext
 
 FAMILIES = list(TINY_CONFIGS)
 
@@ -136,3 +137,19 @@ def test_unknown_family_is_refused_with_the_supported_list() -> None:
 def test_plan_too_deep_for_the_model_is_refused_at_wrap_time() -> None:
     with pytest.raises(NosinkError, match=r"k=9.*L=4"):
         Encoder.from_model(tiny_model("llama"), tiny_tokenizer(), plan="inplace-bidir:k=9")
+
+
+def test_sdpa_runs_without_a_mask_only_where_that_is_the_pattern() -> None:
+    unpadded = CallContext(torch.ones(2, 6, dtype=torch.long))
+    padded = CallContext(torch.tensor([[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]]))
+    bidir, causal = LayerPattern(Pattern.BIDIR), LayerPattern(Pattern.CAUSAL)
+    assert unpadded.sdpa_shortcut(bidir, None) is False  # no mask, not causal
+    assert unpadded.sdpa_shortcut(causal, None) is True  # SDPA's own causal mask
+    assert unpadded.sdpa_shortcut(causal, 6) is True  # a window covering the batch changes nothing
+    assert unpadded.sdpa_shortcut(bidir, 5) is None  # a window that cuts needs the mask
+    for kind in (Pattern.BACKWARD, Pattern.NOSINK, Pattern.NOSINK_CAUSAL):
+        assert unpadded.sdpa_shortcut(LayerPattern(kind), None) is None
+    assert padded.sdpa_shortcut(bidir, None) is None and padded.sdpa_shortcut(causal, None) is None
+    # where the shortcut is taken, the mask it replaces is indeed all-True / lower-triangular
+    assert bool(unpadded.mask(bidir, None, None).all())
+    assert torch.equal(unpadded.mask(causal, None, None)[0, 0], torch.ones(6, 6, dtype=torch.bool).tril())

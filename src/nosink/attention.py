@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -26,7 +27,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from nosink.errors import NosinkError
-from nosink.patterns import CAUSAL, LayerPattern, additive, build_mask
+from nosink.patterns import CAUSAL, LayerPattern, Pattern, additive, build_mask
 
 CONTEXT_KWARG = "nosink_call"
 PREFIX = "nosink:"
@@ -65,6 +66,22 @@ class CallContext:
             return self.pattern
         chosen = self.layer_patterns[layer] if layer < len(self.layer_patterns) else None
         return CAUSAL if chosen is None and self.records is not None else chosen
+
+    def sdpa_shortcut(self, pattern: LayerPattern, window: int | None) -> bool | None:
+        """``is_causal`` for SDPA without a mask, when that is exactly the pattern; None when a mask is needed.
+
+        Holds for a batch without padding whose window (if any) covers it: BIDIR is no mask at
+        all and CAUSAL is SDPA's own causal mask, both on SDPA's fastest kernels.
+        """
+        if pattern.kind not in (Pattern.BIDIR, Pattern.CAUSAL) or not self.unpadded:
+            return None
+        if window is not None and window < self.attention_mask.shape[-1]:
+            return None
+        return pattern.kind is Pattern.CAUSAL
+
+    @cached_property
+    def unpadded(self) -> bool:
+        return bool(self.attention_mask.all())
 
     def mask(self, pattern: LayerPattern, window: int | None, dtype: torch.dtype | None) -> torch.Tensor:
         """[B, 1, T, T]: boolean for SDPA (dtype None), additive float for eager."""
@@ -115,6 +132,9 @@ def nosink_attention(
             context.records.append(AttentionRecord(module.layer_idx, pattern, weights.detach()))
         return output, weights
     kwargs.pop("is_causal", None)
+    is_causal = context.sdpa_shortcut(pattern, window)
+    if is_causal is not None:  # no padding: SDPA's own masks are the pattern
+        return sdpa_attention_forward(module, query, key, value, None, is_causal=is_causal, **kwargs)
     mask = context.mask(pattern, window, None)  # [B, 1, T, T] bool
     return sdpa_attention_forward(module, query, key, value, mask, is_causal=False, **kwargs)
 
