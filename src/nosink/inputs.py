@@ -128,6 +128,13 @@ class TextTokenizer:
         return TokenizedText(row, text_start, text_start + len(body), spans, truncated)
 
 
+# The fixed cost of one forward pass, in padded tokens: measured on CPU (docs/performance.md); on
+# accelerators larger batches pay for longer, so the cut leans towards fewer, fuller batches (a guess,
+# not yet measured on a GPU).
+BATCH_COST_TOKENS = {"cpu": 64}
+ACCELERATOR_BATCH_COST_TOKENS = 1024
+
+
 def batches(
     rows: list[TokenizedText],
     *,
@@ -137,23 +144,46 @@ def batches(
     left_padding: bool,
     device: torch.device,
 ) -> Iterator[Batch]:
-    """Longest rows first; a batch holds at most ``batch_size`` rows and ``max_tokens_per_batch`` tokens."""
+    """Longest rows first, cut into batches of at most ``batch_size`` rows and ``max_tokens_per_batch`` padded tokens.
+
+    Among all such cuts of the length-sorted rows, the one with the fewest padded tokens plus a
+    fixed cost per batch (``BATCH_COST_TOKENS`` for the device) is taken (see :func:`partition`):
+    a run of short rows after long ones starts its own batch instead of being padded to the longest.
+    """
     if batch_size < 1:
         raise NosinkError(f"batch_size must be >= 1, got {batch_size}")
     if max_tokens_per_batch is not None and max_tokens_per_batch < 1:
         raise NosinkError(f"max_tokens_per_batch must be >= 1, got {max_tokens_per_batch}")
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i].ids))
-    group: list[int] = []
-    for index in order:
-        width = len(rows[group[0]].ids) if group else len(rows[index].ids)  # longest row comes first
-        too_many = len(group) >= batch_size
-        too_big = max_tokens_per_batch is not None and (len(group) + 1) * width > max_tokens_per_batch
-        if group and (too_many or too_big):
-            yield _pad(rows, group, pad_id, left_padding, device)
-            group = []
-        group.append(index)
-    if group:
-        yield _pad(rows, group, pad_id, left_padding, device)
+    lengths = [len(rows[i].ids) for i in order]  # [N], non-increasing
+    cost = BATCH_COST_TOKENS.get(device.type, ACCELERATOR_BATCH_COST_TOKENS)
+    for start, stop in partition(lengths, batch_size=batch_size, max_tokens=max_tokens_per_batch, batch_cost=cost):
+        yield _pad(rows, order[start:stop], pad_id, left_padding, device)
+
+
+def partition(lengths: list[int], *, batch_size: int, max_tokens: int | None, batch_cost: int) -> list[tuple[int, int]]:
+    """Cut non-increasing ``lengths`` into contiguous batches [start, stop) of least total cost.
+
+    A batch of rows ``i..j-1`` costs ``(j - i) * lengths[i]`` padded tokens (its first row is its
+    longest) plus ``batch_cost``; it holds at most ``batch_size`` rows and, unless it is a single
+    row, at most ``max_tokens`` padded tokens. Dynamic programming over the stop of the last batch.
+    """
+    count = len(lengths)
+    best = [0] * (count + 1)  # best[j]: least cost of rows 0..j-1
+    cut = [0] * (count + 1)  # cut[j]: start of the last batch in that best cut
+    for stop in range(1, count + 1):
+        cost, latest = min(  # on a tie the latest start: earlier batches stay full
+            (best[start] + (stop - start) * lengths[start] + batch_cost, -start)
+            for start in range(max(0, stop - batch_size), stop)
+            if stop - start == 1 or max_tokens is None or (stop - start) * lengths[start] <= max_tokens
+        )
+        best[stop], cut[stop] = cost, -latest
+    spans = []
+    stop = count
+    while stop:
+        spans.append((cut[stop], stop))
+        stop = cut[stop]
+    return spans[::-1]
 
 
 def _pad(rows: list[TokenizedText], group: list[int], pad_id: int, left: bool, device: torch.device) -> Batch:
