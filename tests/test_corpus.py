@@ -348,3 +348,16 @@ def test_ray_engine_matches_the_local_engine_and_resumes_its_runs(
     assert ray_texts == local_texts == texts
     np.testing.assert_allclose(ray_vectors, local_vectors, atol=1e-5)
     assert not (tmp_path / "ray" / ".staging").exists()
+
+
+def test_ray_options_and_corpus_folders_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for options, message in [
+        ({"cpus_per_worker": 0}, "cpus_per_worker must be > 0"),
+        ({"workers": 0}, "workers must be >= 1"),
+        ({"gpus_per_worker": -1}, "gpus_per_worker must be >= 0"),
+    ]:
+        with pytest.raises(NosinkError, match=message):
+            RayOptions(**options)
+    corpus = write_jsonl(tmp_path / "c.jsonl", make_texts(3))
+    assert main(["index", "build", str(corpus)]) == 2
+    assert "is a file, not a corpus folder" in capsys.readouterr().err

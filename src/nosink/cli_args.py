@@ -19,6 +19,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def check_model_path(model: str, *, hint: str = "") -> None:
     """A clear error for a local folder that does not exist (transformers would read it as a hub name)."""
     path = Path(model).expanduser()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from nosink.cli_args import check_model_path, positive_int
+from nosink.cli_args import check_model_path, positive_float, positive_int
 from nosink.encoder import DTYPE_CHOICES
 from nosink.errors import NosinkError
 from nosink.plan import Plan
@@ -52,7 +52,7 @@ def add_commands(commands: argparse._SubParsersAction, make: SubparserFactory) -
     parser.add_argument("--engine", default="local", choices=["local", "ray"], help="default: %(default)s")
     parser.add_argument("--ray-address", metavar="A", help="Ray cluster address (default: start a local instance)")
     parser.add_argument("--workers", type=positive_int, metavar="N", help="Ray actors (default: CPUs / per worker)")
-    parser.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C", help="default: %(default)s")
+    parser.add_argument("--cpus-per-worker", type=positive_float, default=1.0, metavar="C", help="default: %(default)s")
     parser.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G", help="default: %(default)s")
 
 

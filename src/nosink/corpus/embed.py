@@ -112,6 +112,14 @@ class RayOptions:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
 
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise NosinkError(f"workers must be >= 1, got {self.workers}")
+        if not self.cpus_per_worker > 0:
+            raise NosinkError(f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
+        if not self.gpus_per_worker >= 0:
+            raise NosinkError(f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}")
+
 
 @dataclass(frozen=True)
 class EmbedReport:

@@ -54,6 +54,15 @@ def shard_count(records: int, shard_size: int) -> int:
     return (records + shard_size - 1) // shard_size
 
 
+def check_corpus_dir(out_dir: str | Path) -> None:
+    """NosinkError unless ``out_dir`` is an existing folder."""
+    path = Path(out_dir)
+    if not path.exists():
+        raise NosinkError(f"corpus folder {out_dir} does not exist")
+    if not path.is_dir():
+        raise NosinkError(f"{out_dir} is a file, not a corpus folder; `nosink embed` writes corpus folders")
+
+
 def read_manifest(out_dir: str | Path) -> dict[str, Any]:
     """The manifest of an embedded corpus; NosinkError when ``out_dir`` is not one."""
     path = Path(out_dir) / MANIFEST

@@ -28,7 +28,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nosink import __version__
-from nosink.corpus.shards import iter_shards, read_manifest, require_pyarrow, shard_path, write_json_atomic
+from nosink.corpus.shards import (
+    check_corpus_dir,
+    iter_shards,
+    read_manifest,
+    require_pyarrow,
+    shard_path,
+    write_json_atomic,
+)
 from nosink.errors import NosinkError
 from nosink.plan import Plan
 from nosink.pooling import Pooling
@@ -253,8 +260,7 @@ def _identity(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _finished_manifest(out_dir: str | Path) -> dict[str, Any]:
-    if not Path(out_dir).is_dir():
-        raise NosinkError(f"corpus folder {out_dir} does not exist")
+    check_corpus_dir(out_dir)
     manifest = read_manifest(out_dir)
     if not manifest.get("complete"):
         raise NosinkError(
@@ -302,8 +308,7 @@ class VectorIndex:
         """
         faiss = require_faiss()
         folder = index_dir(out_dir)
-        if not Path(out_dir).is_dir():
-            raise NosinkError(f"corpus folder {out_dir} does not exist")
+        check_corpus_dir(out_dir)
         if not (folder / INDEX_META).is_file() or not (folder / INDEX_FILE).is_file():
             raise NosinkError(f"{out_dir} has no index; build one with `nosink index build {out_dir}`")
         meta = json.loads((folder / INDEX_META).read_text(encoding="utf-8"))
