@@ -359,5 +359,9 @@ def test_ray_options_and_corpus_folders_are_checked(tmp_path: Path, capsys: pyte
         with pytest.raises(NosinkError, match=message):
             RayOptions(**options)
     corpus = write_jsonl(tmp_path / "c.jsonl", make_texts(3))
+    with pytest.raises(NosinkError, match="unknown engine 'rya'; use one of local, ray"):
+        embed_corpus(EncoderSpec("unused"), CorpusSource.open(corpus), tmp_path / "out", engine="rya")
+    with pytest.raises(NosinkError, match="unknown input format 'xml'"):
+        CorpusSource.open(corpus, input_format="xml")
     assert main(["index", "build", str(corpus)]) == 2
     assert "is a file, not a corpus folder" in capsys.readouterr().err

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
-
 import torch
 
-from nosink.errors import NosinkError
+from nosink.errors import Choice
 
 
-class Pooling(str, Enum):
+class Pooling(Choice):
     """How token states become a sentence embedding.
 
     ``mean`` and ``weighted_mean`` average the text's own tokens (no instruction, no BOS/sink or
@@ -22,12 +20,8 @@ class Pooling(str, Enum):
     FIRST = "first"
 
     @classmethod
-    def coerce(cls, value: Pooling | str) -> Pooling:
-        try:
-            return cls(value)
-        except ValueError:
-            known = ", ".join(p.value for p in cls)
-            raise NosinkError(f"unknown pooling {value!r}; use one of {known}") from None
+    def noun(cls) -> str:
+        return "pooling"
 
 
 def pool(

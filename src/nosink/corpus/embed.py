@@ -14,7 +14,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from nosink.corpus.shards import (
     write_shard,
 )
 from nosink.encoder import Encoder, resolve_device, resolve_dtype
-from nosink.errors import NosinkError
+from nosink.errors import Choice, NosinkError
 from nosink.plan import Plan
 from nosink.pooling import Pooling
 
@@ -46,11 +45,15 @@ PROGRESS_CHUNK = 1024  # texts per progress update inside a shard (a multiple of
 Progress = Callable[[int], None]
 
 
-class Engine(str, Enum):
+class Engine(Choice):
     """Where the vectors are computed."""
 
     LOCAL = "local"
     RAY = "ray"
+
+    @classmethod
+    def noun(cls) -> str:
+        return "engine"
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,7 @@ def embed_corpus(
         NosinkError: For a bad corpus, or an ``out_dir`` that holds something else or another job.
     """
     require_pyarrow()
-    engine = Engine(engine)
+    engine = Engine.coerce(engine)
     if shard_size < 1:
         raise NosinkError(f"shard_size must be >= 1, got {shard_size}")
     start = time.perf_counter()

@@ -11,12 +11,11 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from nosink.corpus.shards import require_pyarrow
-from nosink.errors import NosinkError
+from nosink.errors import Choice, NosinkError
 
 DEFAULT_ID_FIELD = "id"
 DEFAULT_TEXT_FIELD = "text"
@@ -24,7 +23,7 @@ _PARQUET_BATCH_ROWS = 4096
 _HASH_CHUNK_BYTES = 1 << 20
 
 
-class InputFormat(str, Enum):
+class InputFormat(Choice):
     """Corpus file formats; ``auto`` picks one from the file's extension."""
 
     AUTO = "auto"
@@ -32,6 +31,10 @@ class InputFormat(str, Enum):
     CSV = "csv"
     TSV = "tsv"
     PARQUET = "parquet"
+
+    @classmethod
+    def noun(cls) -> str:
+        return "input format"
 
 
 _SUFFIXES = {
@@ -77,11 +80,7 @@ class CorpusSource:
         path = Path(path)
         if not path.is_file():
             raise NosinkError(f"{path} is not a file")
-        try:
-            fmt = InputFormat(input_format)
-        except ValueError:
-            choices = ", ".join(f.value for f in InputFormat)
-            raise NosinkError(f"unknown input format {input_format!r}; use one of {choices}") from None
+        fmt = InputFormat.coerce(input_format)
         if fmt is InputFormat.AUTO:
             fmt = _SUFFIXES.get(path.suffix.lower())
             if fmt is None:

@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nosink.encoder import DEFAULT_BATCH_SIZE, PROGRESS_BAR_MIN_TEXTS, Encoder, resolve_device, resolve_dtype
-from nosink.errors import NosinkError
+from nosink.errors import Choice, NosinkError
 from nosink.inputs import INSTRUCTION_TEMPLATE, check_texts
 from nosink.plan import Plan
 from nosink.pooling import Pooling
@@ -55,20 +55,15 @@ class EmbedderKind(str, Enum):
     HF = "hf"
 
 
-class HFPooling(str, Enum):
+class HFPooling(Choice):
     """How :class:`HFMeanPoolEmbedder` turns token states into one vector."""
 
     MEAN = "mean"  # masked mean over every real token, special tokens included (sentence-transformers' mean)
     CLS = "cls"  # the first real token ([CLS] for BERT-like models)
 
     @classmethod
-    def coerce(cls, value: HFPooling | str) -> HFPooling:
-        """Accept an :class:`HFPooling` or its string value."""
-        try:
-            return cls(value)
-        except ValueError:
-            known = ", ".join(p.value for p in cls)
-            raise NosinkError(f"unknown pooling {value!r} for an hf: embedder; use one of {known}") from None
+    def noun(cls) -> str:
+        return "hf: embedder pooling"
 
 
 def instruction_prefix(instruction: str | None) -> str:

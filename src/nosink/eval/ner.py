@@ -26,13 +26,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 
 import numpy as np
 import torch
 from torch import nn
 
-from nosink.errors import NosinkError
+from nosink.errors import Choice, NosinkError
 from nosink.eval.base import TaskResult, TokenEmbedder
 from nosink.eval.data import TaggedSentences
 from nosink.eval.metrics import entity_f1
@@ -43,18 +42,15 @@ IGNORE = -100  # target of sub-tokens the loss skips (torch's CrossEntropyLoss d
 OUTSIDE = "O"
 
 
-class LabelScheme(str, Enum):
+class LabelScheme(Choice):
     """Which sub-tokens carry a label; see the module docstring."""
 
     FIRST_SUBWORD = "first_subword"
     SUBWORD = "subword"
 
     @classmethod
-    def coerce(cls, value: LabelScheme | str) -> LabelScheme:
-        try:
-            return cls(value)
-        except ValueError:
-            raise NosinkError(f"unknown label scheme {value!r}; use one of {', '.join(s.value for s in cls)}") from None
+    def noun(cls) -> str:
+        return "label scheme"
 
 
 @dataclass(frozen=True, eq=False)

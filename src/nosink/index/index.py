@@ -20,7 +20,6 @@ import os
 import time
 import warnings
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
@@ -36,7 +35,7 @@ from nosink.corpus.shards import (
     shard_path,
     write_json_atomic,
 )
-from nosink.errors import NosinkError
+from nosink.errors import Choice, NosinkError
 from nosink.plan import Plan
 from nosink.pooling import Pooling
 
@@ -78,19 +77,15 @@ def require_faiss() -> Any:
     return faiss
 
 
-class IndexKind(str, Enum):
+class IndexKind(Choice):
     """How the vectors are searched: ``flat`` (exact, the default) or ``hnsw`` (approximate)."""
 
     FLAT = "flat"
     HNSW = "hnsw"
 
     @classmethod
-    def coerce(cls, value: IndexKind | str) -> IndexKind:
-        try:
-            return cls(value)
-        except ValueError:
-            known = ", ".join(k.value for k in cls)
-            raise NosinkError(f"unknown index kind {value!r}; use one of {known}") from None
+    def noun(cls) -> str:
+        return "index kind"
 
 
 @dataclass(frozen=True)
