@@ -1,11 +1,15 @@
-"""What the benchmarks share: a random Llama of a given size (no download), float32, eval mode."""
+"""What the benchmarks share: a random Llama of a given size (no download), and real mixed-length texts."""
 
 from __future__ import annotations
+
+import csv
+from pathlib import Path
 
 import torch
 import transformers
 
 VOCAB = 1000
+SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def random_llama(*, layers: int, hidden: int, seed: int = 0) -> torch.nn.Module:
@@ -20,3 +24,13 @@ def random_llama(*, layers: int, hidden: int, seed: int = 0) -> torch.nn.Module:
     )
     torch.manual_seed(seed)
     return transformers.AutoModel.from_config(config, dtype=torch.float32).eval()
+
+
+def mixed_texts(count: int) -> list[str]:
+    """The first ``count`` Banking77 and Emotion training texts (../shared/data), interleaved: short and long."""
+    with open(SHARED / "data" / "banking77" / "train.csv", encoding="utf-8", newline="") as handle:
+        texts = [row["text"] for row in csv.DictReader(handle)]
+    with open(SHARED / "data" / "emotion" / "train.txt", encoding="utf-8") as handle:
+        texts += [line.rsplit(";", 1)[0] for line in list(handle)[1:] if line.strip()]  # after the header
+    texts = texts[::3] + texts[1::3] + texts[2::3]  # interleave the two sources a little
+    return texts[:count]

@@ -12,7 +12,6 @@ The two are timed alternately, ``--repeats`` times each, and the ratio of the me
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import tempfile
@@ -21,21 +20,11 @@ from pathlib import Path
 
 import torch
 import transformers
+from common import SHARED, mixed_texts
 from transformers import AutoTokenizer
 
 from nosink import Encoder
 from nosink.corpus import CorpusSource, embed_corpus
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
-def load_texts(count: int) -> list[str]:
-    with open(SHARED / "data" / "banking77" / "train.csv", encoding="utf-8", newline="") as handle:
-        texts = [row["text"] for row in csv.DictReader(handle)]
-    with open(SHARED / "data" / "emotion" / "train.txt", encoding="utf-8") as handle:
-        texts += [line.rsplit(";", 1)[0] for line in list(handle)[1:] if line.strip()]  # after the header
-    texts = texts[::3] + texts[1::3] + texts[2::3]  # interleave the two sources a little
-    return texts[:count]
 
 
 def random_encoder(folder: Path, *, layers: int, hidden: int, plan: str) -> Encoder:
@@ -63,7 +52,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--plan", default="mask0&bidir:k=4,k0=1")
     args = parser.parse_args()
-    texts = load_texts(args.texts)
+    texts = mixed_texts(args.texts)
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         encoder = random_encoder(root / "model", layers=args.layers, hidden=args.hidden, plan=args.plan)

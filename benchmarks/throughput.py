@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import platform
 import statistics
@@ -40,13 +39,13 @@ from pathlib import Path
 
 import torch
 import transformers
+from common import SHARED, mixed_texts
 from transformers import AutoTokenizer
 
 from nosink import Encoder
 from nosink.inputs import batches
 from nosink.plan import Plan
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 BATCH_SIZE = 32
 
 CONFIGS: dict[str, dict] = {
@@ -69,15 +68,6 @@ def plans_for(layers: int, k: int) -> list[str]:
         f"extra-back:k={k}",
         f"extend-back:k={k}",
     ]
-
-
-def load_texts(count: int) -> list[str]:
-    with open(SHARED / "data" / "banking77" / "train.csv", encoding="utf-8", newline="") as handle:
-        texts = [row["text"] for row in csv.DictReader(handle)]
-    with open(SHARED / "data" / "emotion" / "train.txt", encoding="utf-8") as handle:
-        texts += [line.rsplit(";", 1)[0] for line in list(handle)[1:] if line.strip()]  # after the header
-    texts = texts[::3] + texts[1::3] + texts[2::3]  # interleave the two sources a little
-    return texts[:count]
 
 
 def build_model(folder: Path, name: str) -> tuple[torch.nn.Module, object]:
@@ -168,7 +158,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    texts = load_texts(args.texts)
+    texts = mixed_texts(args.texts)
     result: dict = {
         "config": args.config,
         "spec": CONFIGS[args.config],

@@ -6,6 +6,7 @@ input file itself for ids and order.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,24 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def encoder(model_dir: Path, one_thread: None) -> Encoder:
     return Encoder.from_pretrained(str(model_dir), plan=PLAN, device="cpu")
+
+
+@contextlib.contextmanager
+def interrupted_after_shards(count: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Inside: writing shard number ``count`` (0-based) raises KeyboardInterrupt, like Ctrl-C during it."""
+    real_write, written = embed_module.write_shard, []
+
+    def write_then_interrupt(out_dir: Path, shard: object) -> Path:
+        if len(written) == count:
+            raise KeyboardInterrupt
+        written.append(shard)
+        return real_write(out_dir, shard)
+
+    monkeypatch.setattr(embed_module, "write_shard", write_then_interrupt)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(embed_module, "write_shard", real_write)
 
 
 def read_corpus(out_dir: Path) -> tuple[list[str], np.ndarray, list[str] | None]:
@@ -166,23 +186,13 @@ def test_an_interrupted_run_resumes_without_losing_or_repeating_records(
     clean = tmp_path / "clean"
     embed_corpus(encoder, source, clean, shard_size=40, show_progress_bar=False)
 
-    real_write, calls = embed_module.write_shard, []
-
-    def write_then_interrupt(out_dir: Path, shard: object) -> Path:
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # Ctrl-C while the third shard is being written
-        calls.append(shard)
-        return real_write(out_dir, shard)
-
-    monkeypatch.setattr(embed_module, "write_shard", write_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after_shards(2, monkeypatch), pytest.raises(KeyboardInterrupt):
         embed_corpus(encoder, source, tmp_path / "out", shard_size=40, show_progress_bar=False)
     assert not read_manifest(tmp_path / "out")["complete"]
     assert sorted(p.name for p in (tmp_path / "out" / "shards").iterdir()) == [
         "shard-00000.parquet",
         "shard-00001.parquet",
     ]
-    monkeypatch.setattr(embed_module, "write_shard", real_write)
 
     report = embed_corpus(encoder, source, tmp_path / "out", shard_size=40, show_progress_bar=False)
     assert (report.skipped_shards, report.written_shards, report.embedded_records) == (2, 3, 90)
@@ -313,18 +323,8 @@ def test_ray_engine_matches_the_local_engine_and_resumes_its_runs(
     spec = EncoderSpec(str(model_dir), plan=PLAN, device="cpu")
     embed_corpus(spec, source, tmp_path / "local", shard_size=60, store_text=True, show_progress_bar=False)
 
-    real_write, calls = embed_module.write_shard, []
-
-    def write_then_interrupt(out_dir: Path, shard: object) -> Path:
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        calls.append(shard)
-        return real_write(out_dir, shard)
-
-    monkeypatch.setattr(embed_module, "write_shard", write_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):  # two shards done locally, then Ctrl-C
+    with interrupted_after_shards(2, monkeypatch), pytest.raises(KeyboardInterrupt):  # two shards locally, Ctrl-C
         embed_corpus(spec, source, tmp_path / "ray", shard_size=60, store_text=True, show_progress_bar=False)
-    monkeypatch.setattr(embed_module, "write_shard", real_write)
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

@@ -16,7 +16,6 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from typing import Any
 
 import torch
@@ -57,6 +56,11 @@ class CallContext:
     pattern: LayerPattern | None = None
     records: list[AttentionRecord] | None = None
     _masks: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict)
+    unpadded: bool | None = None  # no row has padding; found once per batch and kept by every copy
+
+    def __post_init__(self) -> None:
+        if self.unpadded is None:  # one device sync per batch, not one per layer call
+            object.__setattr__(self, "unpadded", bool(self.attention_mask.all()))
 
     def with_pattern(self, pattern: LayerPattern) -> CallContext:
         return replace(self, pattern=pattern)
@@ -78,10 +82,6 @@ class CallContext:
         if window is not None and window < self.attention_mask.shape[-1]:
             return None
         return pattern.kind is Pattern.CAUSAL
-
-    @cached_property
-    def unpadded(self) -> bool:
-        return bool(self.attention_mask.all())
 
     def mask(self, pattern: LayerPattern, window: int | None, dtype: torch.dtype | None) -> torch.Tensor:
         """[B, 1, T, T]: boolean for SDPA (dtype None), additive float for eager."""

@@ -1,11 +1,14 @@
-"""Argument checks shared by the CLI's command modules."""
+"""Argument checks and types shared by the CLI's command modules."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from nosink.errors import NosinkError
+
+SubparserFactory = Callable[..., argparse.ArgumentParser]  # cli._subparser: how command modules add a command
 
 
 def positive_int(text: str) -> int:

@@ -24,7 +24,6 @@ def run_schedule(
     position_ids = relative_positions(attention_mask)  # [B, T]
     patterns = schedule.layer_patterns
     vanilla = patterns is not None and records is None and all(p == CAUSAL for p in patterns)
-    context = CallContext(attention_mask, records=records)
     with nosink_attention_enabled(base, switch=not vanilla):
         if vanilla:
             return _model_forward(base, input_ids, attention_mask, position_ids)  # baseline: the model untouched
@@ -32,6 +31,7 @@ def run_schedule(
             own_mask = tuple(None if p == CAUSAL else p for p in patterns)  # causal layers: model's own mask
             context = CallContext(attention_mask, layer_patterns=own_mask, records=records)
             return _model_forward(base, input_ids, attention_mask, position_ids, **{CONTEXT_KWARG: context})
+        context = CallContext(attention_mask, records=records)
         return _run_branches(base, family, schedule, input_ids, position_ids, context)
 
 

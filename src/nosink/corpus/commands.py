@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
-from nosink.cli_args import check_model_path, positive_float, positive_int
+from nosink.cli_args import SubparserFactory, check_model_path, positive_float, positive_int
 from nosink.encoder import DTYPE_CHOICES
 from nosink.errors import NosinkError
 from nosink.plan import Plan
 from nosink.pooling import Pooling
-
-SubparserFactory = Callable[..., argparse.ArgumentParser]
 
 _EMBED_EXAMPLES = """\
 INPUT is a JSONL, CSV, TSV or Parquet file with a text field (default "text") and optionally an

@@ -10,16 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nosink.cli_args import SubparserFactory
 from nosink.encoder import DTYPE_CHOICES
 from nosink.errors import NosinkError
 from nosink.plan import Plan
 from nosink.pooling import Pooling
 
-SubparserFactory = Callable[..., argparse.ArgumentParser]
 STS_INSTRUCTION = "Retrieve semantically similar text."
 
 _EVAL_EXAMPLES = """\

@@ -9,12 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 
-from nosink.cli_args import check_model_path, positive_int
+from nosink.cli_args import SubparserFactory, check_model_path, positive_int
 from nosink.encoder import DTYPE_CHOICES
 
-SubparserFactory = Callable[..., argparse.ArgumentParser]
 DEFAULT_TEXT_WIDTH = 80
 
 _INDEX_EXAMPLES = """\
