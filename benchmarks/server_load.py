@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 from common import VOCAB, random_llama
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
@@ -83,6 +84,14 @@ def mean_batch_size(metrics: str) -> float:
     return values["nosink_batch_size_sum"] / max(values["nosink_batch_size_count"], 1)
 
 
+def thread_times(pid: int) -> tuple[float, float]:
+    """CPU seconds of the server's main thread (the event loop) and of all its other threads (the model)."""
+    threads = psutil.Process(pid).threads()
+    main = next(t for t in threads if t.id == pid)
+    total = sum(t.user_time + t.system_time for t in threads)
+    return main.user_time + main.system_time, total - main.user_time - main.system_time
+
+
 def wait_healthy(url: str, process: subprocess.Popen) -> None:
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -117,9 +126,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         save_model(Path(folder), layers=args.layers, hidden=args.hidden)
         encoder = Encoder.from_pretrained(folder, plan=args.plan, device="cpu")
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         offline = encoder.encode(texts, normalize=True)
-        offline_seconds = time.perf_counter() - start
+        offline_seconds, offline_cpu = time.perf_counter() - start, time.process_time() - cpu_start
         del encoder
 
         port = free_port()
@@ -132,9 +141,11 @@ def main() -> None:
         server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ)
         try:
             wait_healthy(url, server)
+            before = thread_times(server.pid)
             latencies, vectors, seconds, client_cpu = asyncio.run(
                 load(url, texts, args.clients, args.texts_per_request)
             )
+            loop_cpu, model_cpu = (after - first for after, first in zip(thread_times(server.pid), before, strict=True))
             metrics = httpx.get(f"{url}/metrics").text
             batches = mean_batch_size(metrics)
             busy = next(float(x.split()[1]) for x in metrics.splitlines() if x.startswith("nosink_model_seconds_total"))
@@ -152,6 +163,10 @@ def main() -> None:
     print(f"ratio server/offline: {offline_seconds / seconds:.2f}")
     print(f"mean model batch {batches:.1f} texts; of {seconds:.1f} s the model was busy {busy:.1f} s", end="")
     print(f" and the clients used {client_cpu:.1f} s of CPU")
+    print(
+        f"CPU seconds: offline encode {offline_cpu:.1f}; server event loop {loop_cpu:.1f}, "
+        f"model threads {model_cpu:.1f}; clients {client_cpu:.1f}; machine {os.cpu_count()} cores x {seconds:.1f} s"
+    )
     print(f"errors: {errors}   latency p50 {p50:.1f} ms   p99 {p99:.1f} ms   max |server - offline| {worst:.1e}")
 
 

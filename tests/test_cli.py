@@ -145,6 +145,25 @@ def test_pooling_plan_and_batching_options_reach_the_encoder(
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), reference, atol=1e-6, rtol=0)
 
 
+def test_packing_flag_packs_and_gives_the_same_vectors(
+    tmp_path: Path, lines_file: Path, expected: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nosink.encoder
+
+    packed: list[int] = []
+    original = nosink.encoder.packed_batches
+
+    def counting(*args: object, **kwargs: object):
+        for batch in original(*args, **kwargs):
+            packed.append(len(batch.indices))
+            yield batch
+
+    monkeypatch.setattr(nosink.encoder, "packed_batches", counting)
+    assert encode("--packing", lines_file, "-o", tmp_path / "out.npy") == 0
+    assert sum(packed) == len(TEXTS)
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-5, rtol=0)
+
+
 def test_entry_point_script_runs(tmp_path: Path, expected: np.ndarray) -> None:
     script = Path(sys.executable).with_name("nosink")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "nosink.cli"]

@@ -48,10 +48,12 @@ class CallContext:
 
     ``layer_patterns[i]`` is layer i's pattern in a single pass (None: the model's own causal
     mask); ``pattern`` overrides it for one layer call of the branch runner. Masks are built
-    once per pattern and window and shared by every copy of the context.
+    once per pattern and window and shared by every copy of the context. ``segment_ids`` marks
+    packed rows (several texts per row, see :mod:`nosink.inputs`): every mask is then block-diagonal.
     """
 
     attention_mask: torch.Tensor  # [B, T], 1 = real token
+    segment_ids: torch.Tensor | None = None  # [B, T], the text of each token in a packed row; -1 = padding
     layer_patterns: tuple[LayerPattern | None, ...] = ()
     pattern: LayerPattern | None = None
     records: list[AttentionRecord] | None = None
@@ -69,7 +71,8 @@ class CallContext:
         if self.pattern is not None:
             return self.pattern
         chosen = self.layer_patterns[layer] if layer < len(self.layer_patterns) else None
-        return CAUSAL if chosen is None and self.records is not None else chosen
+        explicit = self.records is not None or self.segment_ids is not None  # eager records; packed rows
+        return CAUSAL if chosen is None and explicit else chosen
 
     def sdpa_shortcut(self, pattern: LayerPattern, window: int | None) -> bool | None:
         """``is_causal`` for SDPA without a mask, when that is exactly the pattern; None when a mask is needed.
@@ -77,7 +80,7 @@ class CallContext:
         Holds for a batch without padding whose window (if any) covers it: BIDIR is no mask at
         all and CAUSAL is SDPA's own causal mask, both on SDPA's fastest kernels.
         """
-        if pattern.kind not in (Pattern.BIDIR, Pattern.CAUSAL) or not self.unpadded:
+        if pattern.kind not in (Pattern.BIDIR, Pattern.CAUSAL) or not self.unpadded or self.segment_ids is not None:
             return None
         if window is not None and window < self.attention_mask.shape[-1]:
             return None
@@ -89,7 +92,7 @@ class CallContext:
         if key not in self._masks:
             boolean = self._masks.get((pattern, window, None))
             if boolean is None:
-                boolean = build_mask(pattern, self.attention_mask, sliding_window=window)
+                boolean = build_mask(pattern, self.attention_mask, sliding_window=window, segment_ids=self.segment_ids)
                 self._masks[(pattern, window, None)] = boolean
             if dtype is not None:
                 self._masks[key] = additive(boolean, dtype)

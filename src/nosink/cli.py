@@ -125,6 +125,8 @@ def _add_encode(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--normalize", action="store_true", help="scale every embedding to unit length")
     parser.add_argument("--batch-size", type=positive_int, metavar="N", help="texts per batch (default: 32)")
     parser.add_argument("--max-tokens-per-batch", type=positive_int, metavar="N", help="cap on padded batch tokens")
+    packing = "pack short texts several to a row, each attending only to itself (same vectors, less padding)"
+    parser.add_argument("--packing", action="store_true", help=packing)
     parser.add_argument("--max-length", type=positive_int, default=512, metavar="N", help="default: %(default)s")
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="default: %(default)s")
     parser.add_argument("--device", metavar="D", help="e.g. cpu, cuda, cuda:1 (default: cuda when available)")
@@ -190,6 +192,7 @@ def run_encode(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_tokens_per_batch=args.max_tokens_per_batch,
         normalize=args.normalize,
+        packing=args.packing,
         show_progress_bar=None,
     )
     write_embeddings(args.output, embeddings, ids=inputs.ids)

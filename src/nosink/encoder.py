@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from nosink.attention import AttentionRecord
 from nosink.errors import NosinkError
 from nosink.families import family_for
-from nosink.inputs import Batch, TextTokenizer, TokenizedText, batches, check_texts
+from nosink.inputs import Batch, PackedBatch, TextTokenizer, TokenizedText, batches, check_texts, packed_batches
 from nosink.plan import Plan
 from nosink.pooling import Pooling, pool
 from nosink.runner import run_schedule
@@ -195,13 +195,16 @@ class Encoder:
         batch_size: int | None = None,
         max_tokens_per_batch: int | None = None,
         normalize: bool = False,
+        packing: bool = False,
         show_progress_bar: bool | None = None,
     ) -> np.ndarray:
         """Sentence embeddings [N, D] float32, in input order.
 
         ``instruction`` (a task description) is put before each text in E5-Mistral's format
         ``Instruct: {instruction}\\nQuery: `` and excluded from mean pooling. Texts longer than
-        ``max_length`` tokens are truncated, with one warning.
+        ``max_length`` tokens are truncated, with one warning. ``packing`` puts several short texts
+        into one row, each attending only to itself (same vectors, less padding; ``batch_size``
+        then counts texts per forward pass).
         """
         texts = check_texts(texts)
         if not texts:
@@ -212,6 +215,7 @@ class Encoder:
             batch_size=batch_size,
             max_tokens_per_batch=max_tokens_per_batch,
             normalize=normalize,
+            packing=packing,
             show_progress_bar=show_progress_bar,
         )
 
@@ -222,15 +226,21 @@ class Encoder:
         batch_size: int | None = None,
         max_tokens_per_batch: int | None = None,
         normalize: bool = False,
+        packing: bool = False,
         show_progress_bar: bool | None = None,
     ) -> np.ndarray:
         """Pooled embeddings [N, D] float32 of already tokenized rows (see :meth:`tokenize`), in row order."""
         output = np.zeros((len(rows), self.dim), dtype=np.float32)
         run = self.run_batches(
-            rows, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, show_progress_bar=show_progress_bar
+            rows,
+            batch_size=batch_size,
+            max_tokens_per_batch=max_tokens_per_batch,
+            packing=packing,
+            show_progress_bar=show_progress_bar,
         )
         for batch, states in run:
-            pooled = pool(states, batch.attention_mask, batch.text_mask, self.pooling)  # [B, D]
+            states, real, text = batch.per_text(states)  # [B, T, D], [B, T], [B, T]: one text per row
+            pooled = pool(states, real, text, self.pooling)  # [B, D]
             if normalize:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
             output[batch.indices] = pooled.cpu().numpy()
@@ -292,19 +302,33 @@ class Encoder:
         *,
         batch_size: int | None = None,
         max_tokens_per_batch: int | None = None,
+        packing: bool = False,
         show_progress_bar: bool | None = None,
         run: Callable[[Batch], R] | None = None,
         description: str = "encoding",
-    ) -> Iterator[tuple[Batch, R]]:
-        """Length-sorted, token-budget batches of ``rows`` with ``run(batch)`` (default: the plan's states)."""
-        groups = batches(
-            rows,
-            batch_size=batch_size or DEFAULT_BATCH_SIZE,
-            max_tokens_per_batch=max_tokens_per_batch,
-            pad_id=pad_id(self.tokenizer),
-            left_padding=getattr(self.tokenizer, "padding_side", "right") == "left",
-            device=self.device,
-        )
+    ) -> Iterator[tuple[Batch | PackedBatch, R]]:
+        """Length-sorted, token-budget batches of ``rows`` with ``run(batch)`` (default: the plan's states).
+
+        With ``packing`` the batches are :class:`~nosink.inputs.PackedBatch` (several texts per row).
+        """
+        groups: Iterator[Batch | PackedBatch]
+        if packing:
+            groups = packed_batches(
+                rows,
+                batch_size=batch_size or DEFAULT_BATCH_SIZE,
+                max_tokens_per_batch=max_tokens_per_batch,
+                pad_id=pad_id(self.tokenizer),
+                device=self.device,
+            )
+        else:
+            groups = batches(
+                rows,
+                batch_size=batch_size or DEFAULT_BATCH_SIZE,
+                max_tokens_per_batch=max_tokens_per_batch,
+                pad_id=pad_id(self.tokenizer),
+                left_padding=getattr(self.tokenizer, "padding_side", "right") == "left",
+                device=self.device,
+            )
         run = run or self._states
         show = len(rows) >= PROGRESS_BAR_MIN_TEXTS if show_progress_bar is None else show_progress_bar
         with tqdm(total=len(rows), disable=not show, desc=description, unit="text") as bar:
@@ -313,8 +337,10 @@ class Encoder:
                 bar.update(len(batch.indices))
 
     @torch.inference_mode()
-    def _states(self, batch: Batch) -> torch.Tensor:
-        return run_schedule(self.base, self.family, self.schedule, batch.input_ids, batch.attention_mask)
+    def _states(self, batch: Batch | PackedBatch) -> torch.Tensor:
+        return run_schedule(
+            self.base, self.family, self.schedule, batch.input_ids, batch.attention_mask, segment_ids=batch.segment_ids
+        )
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:

@@ -7,6 +7,7 @@ tokens (BOS, EOS …) are the ones it adds itself. The tokenizer object is never
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,33 @@ class Batch:
     input_ids: torch.Tensor  # [B, T]
     attention_mask: torch.Tensor  # [B, T], 1 = real token
     text_mask: torch.Tensor  # [B, T], 1 = a text token (no special, instruction or padding token)
+    segment_ids: torch.Tensor | None = None  # [B, T]: None, a padded batch has one text per row
+
+    def per_text(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The model's states [B, T, D] as one row per text, with that row's real-token and text masks."""
+        return states, self.attention_mask, self.text_mask
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """Texts packed one after another into rows of about equal length, each text attending only to itself.
+
+    The model runs on ``input_ids`` / ``attention_mask`` / ``segment_ids`` ([R, W]); pooling runs
+    on :meth:`per_text`, which gathers every text back into a padded row of its own ([N, T]).
+    """
+
+    indices: list[int]  # positions of the texts in the caller's input
+    input_ids: torch.Tensor  # [R, W]
+    attention_mask: torch.Tensor  # [R, W], 1 = real token
+    segment_ids: torch.Tensor  # [R, W], number of the token's text within its row; -1 = padding
+    token_index: torch.Tensor  # [N, T], flat index r * W + w of each text's tokens (0 past its end)
+    text_real: torch.Tensor  # [N, T], 1 = a real token of text n
+    text_mask: torch.Tensor  # [N, T], 1 = a text token (no special or instruction token)
+
+    def per_text(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[R, W, D] -> [N, T, D] (right-padded, one text per row), its real-token mask and its text mask."""
+        flat = states.flatten(0, 1)  # [R * W, D]
+        return flat[self.token_index], self.text_real, self.text_mask  # [N, T, D], [N, T], [N, T]
 
 
 def check_texts(texts: Any, *, allow_words: bool = False) -> list:
@@ -159,6 +187,90 @@ def batches(
     cost = BATCH_COST_TOKENS.get(device.type, ACCELERATOR_BATCH_COST_TOKENS)
     for start, stop in partition(lengths, batch_size=batch_size, max_tokens=max_tokens_per_batch, batch_cost=cost):
         yield _pad(rows, order[start:stop], pad_id, left_padding, device)
+
+
+# Packed rows hold about this many tokens: long enough that short texts share rows, short enough
+# that attention across the whole row (masked to block-diagonal) stays cheap next to the MLPs.
+PACK_WIDTH = 128
+
+
+def packed_batches(
+    rows: list[TokenizedText],
+    *,
+    batch_size: int,
+    max_tokens_per_batch: int | None,
+    width: int = PACK_WIDTH,
+    pad_id: int,
+    device: torch.device,
+) -> Iterator[PackedBatch]:
+    """Longest rows first, in groups of at most ``batch_size`` texts and ``max_tokens_per_batch`` tokens, each packed.
+
+    A group fills ``ceil(tokens / width)`` rows (see :func:`pack_rows`), so one forward pass
+    carries many short texts with almost no padding. A text longer than ``width`` gets a row of its own.
+    """
+    if batch_size < 1:
+        raise NosinkError(f"batch_size must be >= 1, got {batch_size}")
+    if max_tokens_per_batch is not None and max_tokens_per_batch < 1:
+        raise NosinkError(f"max_tokens_per_batch must be >= 1, got {max_tokens_per_batch}")
+    if width < 1:
+        raise NosinkError(f"the pack width must be >= 1, got {width}")
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i].ids))
+    group: list[int] = []
+    tokens = 0
+    for index in order:
+        length = len(rows[index].ids)
+        over_budget = max_tokens_per_batch is not None and tokens + length > max_tokens_per_batch
+        if group and (len(group) == batch_size or over_budget):
+            yield _pack(rows, group, width, pad_id, device)
+            group, tokens = [], 0
+        group.append(index)
+        tokens += length
+    if group:
+        yield _pack(rows, group, width, pad_id, device)
+
+
+def pack_rows(lengths: list[int], width: int) -> list[list[int]]:
+    """Assign items (non-increasing ``lengths``) to ``ceil(sum / width)`` rows, each to the least-filled row.
+
+    Longest-first to the least-filled row keeps the rows' fills within one item of each other,
+    so the padded width (the fullest row) is close to ``sum / rows``. Returns item indices per row.
+    """
+    count = max(1, -(-sum(lengths) // max(width, lengths[0])))
+    fills = [(0, r) for r in range(count)]  # heap of (tokens so far, row)
+    members: list[list[int]] = [[] for _ in range(count)]
+    for item, length in enumerate(lengths):
+        fill, row = heapq.heappop(fills)
+        members[row].append(item)
+        heapq.heappush(fills, (fill + length, row))
+    return [row for row in members if row]
+
+
+def _pack(rows: list[TokenizedText], group: list[int], width: int, pad_id: int, device: torch.device) -> PackedBatch:
+    layout = pack_rows([len(rows[i].ids) for i in group], width)  # positions in ``group``, per packed row
+    row_width = max(sum(len(rows[group[k]].ids) for k in members) for members in layout)
+    text_width = max(len(rows[i].ids) for i in group)
+    input_ids = torch.full((len(layout), row_width), pad_id, dtype=torch.long)  # [R, W]
+    attention_mask = torch.zeros((len(layout), row_width), dtype=torch.long)  # [R, W]
+    segment_ids = torch.full((len(layout), row_width), -1, dtype=torch.long)  # [R, W]
+    token_index = torch.zeros((len(group), text_width), dtype=torch.long)  # [N, T]
+    text_real = torch.zeros((len(group), text_width), dtype=torch.long)  # [N, T]
+    text_mask = torch.zeros((len(group), text_width), dtype=torch.bool)  # [N, T]
+    indices = []
+    for r, members in enumerate(layout):
+        offset = 0
+        for segment, k in enumerate(members):
+            row, n = rows[group[k]], len(rows[group[k]].ids)
+            input_ids[r, offset : offset + n] = torch.tensor(row.ids)
+            attention_mask[r, offset : offset + n] = 1
+            segment_ids[r, offset : offset + n] = segment
+            text = len(indices)
+            token_index[text, :n] = r * row_width + offset + torch.arange(n)
+            text_real[text, :n] = 1
+            text_mask[text, row.text_start : row.text_end] = True
+            indices.append(group[k])
+            offset += n
+    tensors = (input_ids, attention_mask, segment_ids, token_index, text_real, text_mask)
+    return PackedBatch(indices, *(t.to(device) for t in tensors))
 
 
 def partition(lengths: list[int], *, batch_size: int, max_tokens: int | None, batch_cost: int) -> list[tuple[int, int]]:

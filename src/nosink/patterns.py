@@ -81,13 +81,21 @@ class LayerPattern:
 CAUSAL = LayerPattern(Pattern.CAUSAL)
 
 
-def relative_positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position of each token counted from its row's first real token; padding gets 0.
+def relative_positions(attention_mask: torch.Tensor, segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Position of each token counted from its text's first real token; padding gets 0.
 
     attention_mask: [B, T] (1 = real token) -> [B, T] long
+    segment_ids: [B, T] or None; in a packed row (several texts one after another) the text each
+    token belongs to, and positions restart at 0 where it changes.
     """
     real = attention_mask.long()
-    return ((real.cumsum(-1) - 1) * real).clamp(min=0)
+    if segment_ids is None:
+        return ((real.cumsum(-1) - 1) * real).clamp(min=0)
+    arange = torch.arange(real.shape[-1], device=real.device).expand_as(real)  # [B, T]
+    starts = torch.ones_like(real, dtype=torch.bool)  # [B, T]: a token that begins its text
+    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    first = torch.where(starts, arange, 0).cummax(-1).values  # [B, T]: index of the text's first token
+    return (arange - first) * real
 
 
 def allowed(pattern: LayerPattern, positions: torch.Tensor) -> torch.Tensor:
@@ -111,16 +119,24 @@ def allowed(pattern: LayerPattern, positions: torch.Tensor) -> torch.Tensor:
 
 
 def build_mask(
-    pattern: LayerPattern, attention_mask: torch.Tensor, *, sliding_window: int | None = None
+    pattern: LayerPattern,
+    attention_mask: torch.Tensor,
+    *,
+    sliding_window: int | None = None,
+    segment_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The boolean SDPA mask (True = attend) of one pattern for one padded batch.
+    """The boolean SDPA mask (True = attend) of one pattern for one padded (or packed) batch.
 
     attention_mask: [B, T] (1 = real token) -> [B, 1, T, T] bool
-    A sliding window w (for layers that have one) keeps only |i - j| < w.
+    A sliding window w (for layers that have one) keeps only |i - j| < w. With ``segment_ids``
+    [B, T] (packed rows), a token attends only within its own text, with the pattern applied to
+    positions counted from that text's first token: the mask is block-diagonal.
     """
     real = attention_mask.bool()  # [B, T]
-    positions = relative_positions(attention_mask)  # [B, T]
+    positions = relative_positions(attention_mask, segment_ids)  # [B, T]
     mask = allowed(pattern, positions) & real[:, None, :]  # [B, T, T]: padding keys never attended
+    if segment_ids is not None:
+        mask &= segment_ids[:, :, None] == segment_ids[:, None, :]  # [B, T, T]: same text only
     if sliding_window is not None:
         qi, kj = positions[:, :, None], positions[:, None, :]  # [B, T, 1], [B, 1, T]
         mask &= (kj > qi - sliding_window) & (kj < qi + sliding_window)  # [B, T, T]: |i - j| < window

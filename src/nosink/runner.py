@@ -19,19 +19,25 @@ def run_schedule(
     attention_mask: torch.Tensor,  # [B, T], 1 = real token
     *,
     records: list[AttentionRecord] | None = None,
+    segment_ids: torch.Tensor | None = None,  # [B, T]: packed rows (see nosink.inputs.pack)
 ) -> torch.Tensor:
-    """Final-norm states [B, T, D]; positions count from each row's first real token."""
-    position_ids = relative_positions(attention_mask)  # [B, T]
+    """Final-norm states [B, T, D]; positions count from each text's first real token.
+
+    With ``segment_ids`` every layer, causal ones included, runs with a block-diagonal mask, so
+    each text of a packed row sees only itself, exactly as if it had a row of its own.
+    """
+    position_ids = relative_positions(attention_mask, segment_ids)  # [B, T]
     patterns = schedule.layer_patterns
-    vanilla = patterns is not None and records is None and all(p == CAUSAL for p in patterns)
+    plain = records is None and segment_ids is None
+    vanilla = patterns is not None and plain and all(p == CAUSAL for p in patterns)
     with nosink_attention_enabled(base, switch=not vanilla):
         if vanilla:
             return _model_forward(base, input_ids, attention_mask, position_ids)  # baseline: the model untouched
         if patterns is not None:
             own_mask = tuple(None if p == CAUSAL else p for p in patterns)  # causal layers: model's own mask
-            context = CallContext(attention_mask, layer_patterns=own_mask, records=records)
+            context = CallContext(attention_mask, segment_ids, layer_patterns=own_mask, records=records)
             return _model_forward(base, input_ids, attention_mask, position_ids, **{CONTEXT_KWARG: context})
-        context = CallContext(attention_mask, records=records)
+        context = CallContext(attention_mask, segment_ids, records=records)
         return _run_branches(base, family, schedule, input_ids, position_ids, context)
 
 

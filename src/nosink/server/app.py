@@ -82,7 +82,10 @@ def create_app(encoder: Encoder, settings: ServerSettings) -> FastAPI:
     metrics = ServerMetrics()
     batcher = MicroBatcher(
         lambda rows: encoder.embed_rows(
-            rows, batch_size=settings.max_batch_size, max_tokens_per_batch=settings.max_batch_tokens
+            rows,
+            batch_size=settings.max_batch_size,
+            max_tokens_per_batch=settings.max_batch_tokens,
+            packing=settings.packing,
         ),
         max_batch_size=settings.max_batch_size,
         max_batch_tokens=settings.max_batch_tokens,

@@ -33,6 +33,9 @@ class ServerSettings(BaseSettings):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="maximum request body size (more: 413)")
     max_batch_tokens: int = Field(16384, ge=1, description="padded tokens per model batch")
     max_batch_size: int = Field(64, ge=1, description="inputs per model batch")
+    packing: bool = Field(
+        True, description="pack short inputs several to a row, each attending only to itself (less padding)"
+    )
     batch_wait_ms: float = Field(2.0, ge=0, description="how long a batch waits for concurrent requests to join")
     max_queued_tokens: int = Field(262144, ge=1, description="tokens waiting for the model before new work is refused")
     overload_status: Literal[429, 503] = Field(429, description="status when the queue is full")
