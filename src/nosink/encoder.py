@@ -304,7 +304,7 @@ class Encoder:
         max_tokens_per_batch: int | None = None,
         packing: bool = False,
         show_progress_bar: bool | None = None,
-        run: Callable[[Batch], R] | None = None,
+        run: Callable[[Batch | PackedBatch], R] | None = None,
         description: str = "encoding",
     ) -> Iterator[tuple[Batch | PackedBatch, R]]:
         """Length-sorted, token-budget batches of ``rows`` with ``run(batch)`` (default: the plan's states).

@@ -206,7 +206,9 @@ def packed_batches(
     """Longest rows first, in groups of at most ``batch_size`` texts and ``max_tokens_per_batch`` tokens, each packed.
 
     A group fills ``ceil(tokens / width)`` rows (see :func:`pack_rows`), so one forward pass
-    carries many short texts with almost no padding. A text longer than ``width`` gets a row of its own.
+    carries many short texts with little padding. A text longer than ``width`` gets a row of its own.
+    ``max_tokens_per_batch`` counts the texts' own tokens; packing adds at most the longest text's
+    length in padding per row.
     """
     if batch_size < 1:
         raise NosinkError(f"batch_size must be >= 1, got {batch_size}")
@@ -232,8 +234,8 @@ def packed_batches(
 def pack_rows(lengths: list[int], width: int) -> list[list[int]]:
     """Assign items (non-increasing ``lengths``) to ``ceil(sum / width)`` rows, each to the least-filled row.
 
-    Longest-first to the least-filled row keeps the rows' fills within one item of each other,
-    so the padded width (the fullest row) is close to ``sum / rows``. Returns item indices per row.
+    Each item goes to a row that held at most the average fill, so the fullest row (the padded
+    width) exceeds ``sum / rows`` by at most the longest item. Returns item indices per row.
     """
     count = max(1, -(-sum(lengths) // max(width, lengths[0])))
     fills = [(0, r) for r in range(count)]  # heap of (tokens so far, row)
