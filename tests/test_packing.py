@@ -41,11 +41,9 @@ def test_pack_rows_places_every_item_once_in_balanced_rows(seed: int) -> None:
     width = rng.choice([8, 32, 100])
     layout = pack_rows(lengths, width)
     assert sorted(i for row in layout for i in row) == list(range(len(lengths)))
-    expected_rows = -(-sum(lengths) // max(width, lengths[0]))
-    assert len(layout) == min(expected_rows, len(lengths))
+    assert len(layout) == -(-sum(lengths) // max(width, lengths[0]))
     fills = [sum(lengths[i] for i in row) for row in layout]
-    if len(layout) == expected_rows:  # no row was left empty: longest-first keeps fills within one item
-        assert max(fills) - min(fills) <= lengths[0]
+    assert max(fills) - min(fills) <= lengths[0]  # the fullest row got its last item while it was the emptiest
 
 
 def test_packed_batches_keep_the_text_and_token_limits() -> None:
@@ -89,9 +87,11 @@ def test_packed_mask_is_the_block_diagonal_of_the_spec_masks(pattern: str) -> No
         assert torch.equal(mask[r, 0], expected), f"row {r}"
 
 
-def check_packed_against_reference(base: torch.nn.Module, reference: Reference, lengths: list[int]) -> None:
+def check_packed_against_reference(
+    base: torch.nn.Module, reference: Reference, lengths: list[int], *, width: int = 16
+) -> None:
     rows = random_rows(lengths)
-    batch = only_batch(rows, width=16)
+    batch = only_batch(rows, width=width)
     assert batch.input_ids.shape[0] < len(lengths), "the test must put several texts in one row"
     for plan, config in named_cases(reference.num_layers):
         encoder = Encoder.from_model(base, tiny_tokenizer(), plan=plan)
@@ -110,6 +110,41 @@ def test_every_named_plan_on_packed_rows_matches_each_text_alone(model_name: str
     """Hand-written reference, each text run alone (positions 0..n-1), against texts packed 2-4 per row."""
     base = model(model_name)
     check_packed_against_reference(base, Reference(base, hand_written=True), [10, 7, 6, 3, 1, 9, 4, 2])
+
+
+def test_a_text_longer_than_the_pack_width_and_rows_wider_than_it() -> None:
+    """Width 8: the 20-token text sets the row width, and the 9-token texts share rows wider than 8."""
+    base = model("llama")
+    check_packed_against_reference(base, Reference(base, hand_written=True), [20, 9, 9, 3], width=8)
+
+
+def test_packed_rows_through_eager_attention_with_soft_capping() -> None:
+    """Gemma-2 caps attention logits, so nosink runs its eager function with the packed mask made additive."""
+    ours, eager = tiny_model("gemma2"), tiny_model("gemma2", attn="eager")
+    assert ours.config.attn_logit_softcapping is not None
+    check_packed_against_reference(ours, Reference(eager, hand_written=False), [7, 5, 4, 3, 2])
+
+
+@pytest.mark.parametrize("pooling", ["mean", "weighted_mean", "last", "first"])
+def test_packed_pooling_matches_pooling_the_reference_states_by_hand(pooling: str) -> None:
+    """Pooled vectors from packed rows against the reference states of each text alone, pooled here."""
+    base = model("stories260k")
+    reference = Reference(base, hand_written=True)
+    rows = random_rows([12, 9, 7, 5, 3, 2])  # text = every token after BOS
+    encoder = Encoder.from_model(base, stories_tokenizer(), plan="mask0&bidir:k=4,k0=1", pooling=pooling)
+    pooled = encoder.embed_rows(rows, packing=True, batch_size=len(rows))
+    config = {"name": "mask&bidir", "k": 4, "k0": 1, "m": 0}
+    for index, row in enumerate(rows):
+        states = reference.states(torch.tensor(row.ids), config)  # [n, D]
+        text = states[row.text_start : row.text_end]  # [n - 1, D]
+        weights = torch.arange(1, len(text) + 1, dtype=torch.float32)[:, None]  # [n - 1, 1]
+        expected = {
+            "mean": text.mean(0),
+            "weighted_mean": (weights * text).sum(0) / weights.sum(),
+            "last": states[-1],
+            "first": states[0],
+        }[pooling]
+        np.testing.assert_allclose(pooled[index], expected.numpy(), atol=TOLERANCE, rtol=0)
 
 
 def test_packed_sliding_window_counts_positions_within_each_text() -> None:
@@ -135,10 +170,8 @@ def test_encode_with_packing_equals_padded_encode(plan: str, pooling: str) -> No
     np.testing.assert_allclose(packed, padded, atol=TOLERANCE, rtol=0)
 
 
-def test_packing_with_a_left_padding_tokenizer_and_an_instruction() -> None:
-    tokenizer = stories_tokenizer()
-    tokenizer.padding_side = "left"
-    encoder = Encoder.from_model(stories_model(), tokenizer, plan="mask0-bidir:k=3")
+def test_packing_with_an_instruction_pools_the_same_text_tokens() -> None:
+    encoder = Encoder.from_model(stories_model(), stories_tokenizer(), plan="mask0-bidir:k=3")
     texts = CORPUS * 3
     padded = encoder.encode(texts, instruction="find the story", normalize=True)
     packed = encoder.encode(texts, instruction="find the story", normalize=True, packing=True)

@@ -124,7 +124,8 @@ def _add_encode(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--pooling", default="mean", choices=pooling, help="default: %(default)s")
     parser.add_argument("--normalize", action="store_true", help="scale every embedding to unit length")
     parser.add_argument("--batch-size", type=positive_int, metavar="N", help="texts per batch (default: 32)")
-    parser.add_argument("--max-tokens-per-batch", type=positive_int, metavar="N", help="cap on padded batch tokens")
+    budget = "cap on padded batch tokens (with --packing: on the texts' own tokens)"
+    parser.add_argument("--max-tokens-per-batch", type=positive_int, metavar="N", help=budget)
     packing = "pack short texts several to a row, each attending only to itself (same vectors, less padding)"
     parser.add_argument("--packing", action="store_true", help=packing)
     parser.add_argument("--max-length", type=positive_int, default=512, metavar="N", help="default: %(default)s")

@@ -203,8 +203,8 @@ class Encoder:
         ``instruction`` (a task description) is put before each text in E5-Mistral's format
         ``Instruct: {instruction}\\nQuery: `` and excluded from mean pooling. Texts longer than
         ``max_length`` tokens are truncated, with one warning. ``packing`` puts several short texts
-        into one row, each attending only to itself (same vectors, less padding; ``batch_size``
-        then counts texts per forward pass).
+        into one row, each attending only to itself (same vectors, less padding); ``max_tokens_per_batch``
+        then counts the texts' own tokens instead of padded ones.
         """
         texts = check_texts(texts)
         if not texts:
@@ -239,8 +239,8 @@ class Encoder:
             show_progress_bar=show_progress_bar,
         )
         for batch, states in run:
-            states, real, text = batch.per_text(states)  # [B, T, D], [B, T], [B, T]: one text per row
-            pooled = pool(states, real, text, self.pooling)  # [B, D]
+            states, real_mask, text_mask = batch.per_text(states)  # [B, T, D], [B, T], [B, T]: a text per row
+            pooled = pool(states, real_mask, text_mask, self.pooling)  # [B, D]
             if normalize:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
             output[batch.indices] = pooled.cpu().numpy()

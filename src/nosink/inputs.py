@@ -57,7 +57,7 @@ class PackedBatch:
     indices: list[int]  # positions of the texts in the caller's input
     input_ids: torch.Tensor  # [R, W]
     attention_mask: torch.Tensor  # [R, W], 1 = real token
-    segment_ids: torch.Tensor  # [R, W], number of the token's text within its row; -1 = padding
+    segment_ids: torch.Tensor | None  # [R, W], the token's text within its row, -1 = padding; None: one text per row
     token_index: torch.Tensor  # [N, T], flat index r * W + w of each text's tokens (0 past its end)
     text_real: torch.Tensor  # [N, T], 1 = a real token of text n
     text_mask: torch.Tensor  # [N, T], 1 = a text token (no special or instruction token)
@@ -205,10 +205,10 @@ def packed_batches(
 ) -> Iterator[PackedBatch]:
     """Longest rows first, in groups of at most ``batch_size`` texts and ``max_tokens_per_batch`` tokens, each packed.
 
-    A group fills ``ceil(tokens / width)`` rows (see :func:`pack_rows`), so one forward pass
-    carries many short texts with little padding. A text longer than ``width`` gets a row of its own.
-    ``max_tokens_per_batch`` counts the texts' own tokens; packing adds at most the longest text's
-    length in padding per row.
+    A group fills ``ceil(tokens / max(width, longest text))`` rows (see :func:`pack_rows`), so one
+    forward pass carries many short texts with little padding. A text is never split, so a row can
+    be wider than ``width``. ``max_tokens_per_batch`` counts the texts' own tokens; packing adds at
+    most the longest text's length in padding per row.
     """
     if batch_size < 1:
         raise NosinkError(f"batch_size must be >= 1, got {batch_size}")
@@ -271,8 +271,16 @@ def _pack(rows: list[TokenizedText], group: list[int], width: int, pad_id: int, 
             text_mask[text, row.text_start : row.text_end] = True
             indices.append(group[k])
             offset += n
-    tensors = (input_ids, attention_mask, segment_ids, token_index, text_real, text_mask)
-    return PackedBatch(indices, *(t.to(device) for t in tensors))
+    one_text_per_row = len(layout) == len(group)  # plain padded rows, which keep SDPA's mask-free paths
+    return PackedBatch(
+        indices,
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        segment_ids=None if one_text_per_row else segment_ids.to(device),
+        token_index=token_index.to(device),
+        text_real=text_real.to(device),
+        text_mask=text_mask.to(device),
+    )
 
 
 def partition(lengths: list[int], *, batch_size: int, max_tokens: int | None, batch_cost: int) -> list[tuple[int, int]]:

@@ -19,7 +19,7 @@ def run_schedule(
     attention_mask: torch.Tensor,  # [B, T], 1 = real token
     *,
     records: list[AttentionRecord] | None = None,
-    segment_ids: torch.Tensor | None = None,  # [B, T]: packed rows (see nosink.inputs.pack)
+    segment_ids: torch.Tensor | None = None,  # [B, T]: packed rows (see nosink.inputs.PackedBatch)
 ) -> torch.Tensor:
     """Final-norm states [B, T, D]; positions count from each text's first real token.
 

@@ -31,7 +31,9 @@ class ServerSettings(BaseSettings):
     truncate: bool = Field(False, description="truncate over-long inputs instead of answering 413")
     max_inputs: int = Field(2048, ge=1, description="maximum inputs per request (more: 413)")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="maximum request body size (more: 413)")
-    max_batch_tokens: int = Field(16384, ge=1, description="input tokens per model batch")
+    max_batch_tokens: int = Field(
+        16384, ge=1, description="input tokens per model batch (without packing, padded ones)"
+    )
     max_batch_size: int = Field(64, ge=1, description="inputs per model batch")
     packing: bool = Field(
         True, description="pack short inputs several to a row, each attending only to itself (less padding)"
