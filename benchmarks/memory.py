@@ -46,7 +46,7 @@ def child(folder: str, plan: str, batch: int, tokens: int) -> dict[str, Any]:
     settle()
     loaded = psutil.Process().memory_info().rss
     lengths = torch.randint(tokens // 2, tokens, (batch,), generator=torch.Generator().manual_seed(0)).tolist()
-    texts = [" ".join(["w"] * length) for length in lengths]  # mixed lengths: padded batches, masks built
+    texts = [" ".join(["w2"] * length) for length in lengths]  # mixed lengths: padded batches, masks built
     encoder.encode(texts, batch_size=batch, show_progress_bar=False)
     weights = sum(p.numel() * p.element_size() for p in encoder.base.parameters())
     return {"plan": plan, "weights": weights, "peak_over_loaded": peak_rss() - loaded, "mask_bytes": sum(masks)}
@@ -64,19 +64,11 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child[0], args.child[1], args.batch, args.tokens)))
         return
-    from common import random_llama
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from common import save_random_llama
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        tokenizer = Tokenizer(models.WordLevel({"<s>": 0, "<unk>": 1, "w": 2}, unk_token="<unk>"))
-        tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-        fast = PreTrainedTokenizerFast(
-            tokenizer_object=tokenizer, bos_token="<s>", unk_token="<unk>", pad_token="<unk>"
-        )
-        random_llama(layers=args.layers, hidden=args.hidden).save_pretrained(folder)
-        fast.save_pretrained(folder)
+        save_random_llama(folder, layers=args.layers, hidden=args.hidden)
         for template in PLANS:
             plan = template.format(L=args.layers, K=args.layers // 2)
             command = [sys.executable, __file__, "--child", folder, plan, "--batch", str(args.batch)]

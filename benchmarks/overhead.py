@@ -11,11 +11,11 @@ runs k extra layers and EXTRA/EXTEND likewise, so their expected cost is (L + k)
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
-import time
 
 import torch
-from common import VOCAB, random_llama
+from common import VOCAB, random_llama, round_robin
 
 from nosink import Encoder
 
@@ -44,13 +44,8 @@ def main() -> None:
     mask = (torch.arange(args.tokens)[None] < lengths[:, None]).long()  # [B, T], right padded
     ids = torch.randint(3, VOCAB, (args.batch, args.tokens)) * mask
     encoders = {plan: Encoder.from_model(model, tokenizer=lambda *a, **k: None, plan=plan) for plan in PLANS}
-    samples: dict[str, list[float]] = {plan: [] for plan in PLANS}
-    for repeat in range(args.repeats + 1):  # plans interleaved, so drift hits all alike; round 0 warms up
-        for plan, encoder in encoders.items():
-            start = time.perf_counter()
-            encoder.hidden_states(ids, mask)
-            if repeat:
-                samples[plan].append(time.perf_counter() - start)
+    sides = {plan: functools.partial(encoder.hidden_states, ids, mask) for plan, encoder in encoders.items()}
+    samples = round_robin(sides, args.repeats)  # plans interleaved, so drift hits all alike
     times = {plan: statistics.median(values) for plan, values in samples.items()}
     print(f"random Llama L={args.layers} D={args.hidden}, batch {args.batch}x{args.tokens}, torch {torch.__version__}")
     for plan, seconds in times.items():

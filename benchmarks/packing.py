@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from server_load import save_model
+from common import round_robin, save_random_llama
 
 from nosink import Encoder
 
@@ -52,17 +51,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     texts = [" ".join(f"w{i}" for i in rng.integers(2, 250, rng.integers(12, 25))) for _ in range(args.texts)]
     with tempfile.TemporaryDirectory() as folder:
-        save_model(Path(folder), layers=args.layers, hidden=args.hidden)
+        save_random_llama(folder, layers=args.layers, hidden=args.hidden)
         encoder = Encoder.from_pretrained(folder, plan=args.plan, device="cpu")
     rows = encoder.tokenize(texts)
-    timings: dict[str, list[float]] = {}
-    runs = cases(encoder, rows, (16, 64))
-    for repeat in range(args.repeats + 1):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            if repeat:  # the first round warms up (allocator, threads)
-                timings.setdefault(name, []).append(time.perf_counter() - start)
+    timings = round_robin(cases(encoder, rows, (16, 64)), args.repeats)  # round 0 warms up allocator and threads
     best = {name: min(times) for name, times in timings.items()}
     reference = best["all texts, padded"]
     print(f"random Llama L={args.layers} D={args.hidden}, plan {args.plan}, {len(rows)} texts of 12-24 words")

@@ -21,26 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import psutil
-from common import VOCAB, random_llama
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast
+from common import VOCAB, save_random_llama
 
 from nosink import Encoder
-
-
-def save_model(folder: Path, *, layers: int, hidden: int) -> None:
-    words = {"<s>": 0, "<unk>": 1, **{f"w{i}": i for i in range(2, VOCAB)}}
-    tokenizer = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", unk_token="<unk>", pad_token="<unk>")
-    random_llama(layers=layers, hidden=hidden).save_pretrained(folder)
-    fast.save_pretrained(folder)
 
 
 def free_port() -> int:
@@ -124,7 +111,7 @@ def main() -> None:
         for _ in range(args.requests * args.texts_per_request)
     ]
     with tempfile.TemporaryDirectory() as folder:
-        save_model(Path(folder), layers=args.layers, hidden=args.hidden)
+        save_random_llama(folder, layers=args.layers, hidden=args.hidden)
         encoder = Encoder.from_pretrained(folder, plan=args.plan, device="cpu")
         start, cpu_start = time.perf_counter(), time.process_time()
         offline = encoder.encode(texts, normalize=True)

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 import transformers
-from common import SHARED, mixed_texts
+from common import SHARED, mixed_texts, round_robin
 from transformers import AutoTokenizer
 
 from nosink import Encoder
@@ -132,17 +132,6 @@ def matmul_peak(repeats: int = 5, size: int = 2048) -> float:
         torch.mm(a, b)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
-
-
-def round_robin(sides: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    samples: dict[str, list[float]] = {name: [] for name in sides}
-    for repeat in range(repeats + 1):  # round 0 warms up
-        for name, run in sides.items():
-            start = time.perf_counter()
-            run()
-            if repeat:
-                samples[name].append(time.perf_counter() - start)
-    return samples
 
 
 def main() -> None:

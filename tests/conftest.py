@@ -62,6 +62,17 @@ def tiny_model(family: str, *, causal_lm: bool = False, attn: str | None = None,
     return model.eval()
 
 
+def windowed_gemma3(*, window: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The tiny Gemma-3 (SDPA) and its eager twin, same weights, with the sliding layers' window set to ``window``."""
+    ours, eager = tiny_model("gemma3_text"), tiny_model("gemma3_text", attn="eager")
+    for config in (ours.config, eager.config):
+        config.sliding_window = window
+    for module in (*ours.layers, *eager.layers):
+        if module.self_attn.sliding_window is not None:
+            module.self_attn.sliding_window = window
+    return ours, eager
+
+
 def stories_model(*, causal_lm: bool = False, attn: str = "sdpa") -> torch.nn.Module:
     if not STORIES.exists():
         pytest.skip("../shared/models/stories260k is not available")

@@ -6,7 +6,7 @@ import functools
 
 import pytest
 import torch
-from conftest import VOCAB, load_model, tiny_model, tiny_tokenizer
+from conftest import VOCAB, load_model, tiny_model, tiny_tokenizer, windowed_gemma3
 from reference import Reference
 
 from nosink import Encoder
@@ -118,12 +118,7 @@ def test_every_named_plan_matches_layer_by_layer_reference(family: str, padding:
 )
 def test_sliding_window_layers_keep_their_window_when_converted(plan: str) -> None:
     """Gemma-3 sliding layers (window 3 here) attend only within |i - j| < 3, whatever the pattern."""
-    ours, eager = tiny_model("gemma3_text"), tiny_model("gemma3_text", attn="eager")
-    for config in (ours.config, eager.config):
-        config.sliding_window = 3
-    for module in (*ours.layers, *eager.layers):
-        if module.self_attn.sliding_window is not None:
-            module.self_attn.sliding_window = 3
+    ours, eager = windowed_gemma3(window=3)
     reference = Reference(eager, hand_written=False)
     config = dict(next(c for p, c in named_cases(4) if p == plan))
     encoder = Encoder.from_model(ours, tiny_tokenizer(), plan=plan)

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from conftest import CORPUS, VOCAB, stories_model, stories_tokenizer, tiny_model, tiny_tokenizer
+from conftest import CORPUS, VOCAB, stories_model, stories_tokenizer, tiny_model, tiny_tokenizer, windowed_gemma3
 from reference import Reference, mask_matrix
 from test_equivalence import model, named_cases
 
@@ -149,12 +149,7 @@ def test_packed_pooling_matches_pooling_the_reference_states_by_hand(pooling: st
 
 def test_packed_sliding_window_counts_positions_within_each_text() -> None:
     """Gemma-3 with window 3: the window applies inside each text of a packed row."""
-    ours, eager = tiny_model("gemma3_text"), tiny_model("gemma3_text", attn="eager")
-    for config in (ours.config, eager.config):
-        config.sliding_window = 3
-    for module in (*ours.layers, *eager.layers):
-        if module.self_attn.sliding_window is not None:
-            module.self_attn.sliding_window = 3
+    ours, eager = windowed_gemma3(window=3)
     check_packed_against_reference(ours, Reference(eager, hand_written=False), [8, 6, 5, 3, 2])
 
 

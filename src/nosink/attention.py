@@ -26,7 +26,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from nosink.errors import NosinkError
-from nosink.patterns import CAUSAL, LayerPattern, Pattern, additive, build_mask
+from nosink.patterns import LayerPattern, Pattern, additive, build_mask
 
 CONTEXT_KWARG = "nosink_call"
 PREFIX = "nosink:"
@@ -58,11 +58,12 @@ class CallContext:
     pattern: LayerPattern | None = None
     records: list[AttentionRecord] | None = None
     _masks: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict)
-    unpadded: bool | None = None  # no row has padding; found once per batch and kept by every copy
+    unpadded: bool | None = None  # one text per row and no padding; found once per batch, kept by every copy
 
     def __post_init__(self) -> None:
-        if self.unpadded is None:  # one device sync per batch, not one per layer call
-            object.__setattr__(self, "unpadded", bool(self.attention_mask.all()))
+        if self.unpadded is None:  # one device sync per batch, not one per layer call; none for packed rows
+            unpadded = self.segment_ids is None and bool(self.attention_mask.all())
+            object.__setattr__(self, "unpadded", unpadded)
 
     def with_pattern(self, pattern: LayerPattern) -> CallContext:
         return replace(self, pattern=pattern)
@@ -70,9 +71,7 @@ class CallContext:
     def pattern_for(self, layer: int) -> LayerPattern | None:
         if self.pattern is not None:
             return self.pattern
-        chosen = self.layer_patterns[layer] if layer < len(self.layer_patterns) else None
-        explicit = self.records is not None or self.segment_ids is not None  # eager records; packed rows
-        return CAUSAL if chosen is None and explicit else chosen
+        return self.layer_patterns[layer] if layer < len(self.layer_patterns) else None
 
     def sdpa_shortcut(self, pattern: LayerPattern, window: int | None) -> bool | None:
         """``is_causal`` for SDPA without a mask, when that is exactly the pattern; None when a mask is needed.
@@ -80,7 +79,7 @@ class CallContext:
         Holds for a batch without padding whose window (if any) covers it: BIDIR is no mask at
         all and CAUSAL is SDPA's own causal mask, both on SDPA's fastest kernels.
         """
-        if pattern.kind not in (Pattern.BIDIR, Pattern.CAUSAL) or not self.unpadded or self.segment_ids is not None:
+        if pattern.kind not in (Pattern.BIDIR, Pattern.CAUSAL) or not self.unpadded:
             return None
         if window is not None and window < self.attention_mask.shape[-1]:
             return None

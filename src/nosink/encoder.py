@@ -311,24 +311,18 @@ class Encoder:
 
         With ``packing`` the batches are :class:`~nosink.inputs.PackedBatch` (several texts per row).
         """
+        options = {
+            "batch_size": batch_size or DEFAULT_BATCH_SIZE,
+            "max_tokens_per_batch": max_tokens_per_batch,
+            "pad_id": pad_id(self.tokenizer),
+            "device": self.device,
+        }
         groups: Iterator[Batch | PackedBatch]
         if packing:
-            groups = packed_batches(
-                rows,
-                batch_size=batch_size or DEFAULT_BATCH_SIZE,
-                max_tokens_per_batch=max_tokens_per_batch,
-                pad_id=pad_id(self.tokenizer),
-                device=self.device,
-            )
+            groups = packed_batches(rows, **options)
         else:
-            groups = batches(
-                rows,
-                batch_size=batch_size or DEFAULT_BATCH_SIZE,
-                max_tokens_per_batch=max_tokens_per_batch,
-                pad_id=pad_id(self.tokenizer),
-                left_padding=getattr(self.tokenizer, "padding_side", "right") == "left",
-                device=self.device,
-            )
+            left_padding = getattr(self.tokenizer, "padding_side", "right") == "left"
+            groups = batches(rows, left_padding=left_padding, **options)
         run = run or self._states
         show = len(rows) >= PROGRESS_BAR_MIN_TEXTS if show_progress_bar is None else show_progress_bar
         with tqdm(total=len(rows), disable=not show, desc=description, unit="text") as bar:

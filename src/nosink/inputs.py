@@ -178,10 +178,7 @@ def batches(
     fixed cost per batch (``BATCH_COST_TOKENS`` for the device) is taken (see :func:`partition`):
     a run of short rows after long ones starts its own batch instead of being padded to the longest.
     """
-    if batch_size < 1:
-        raise NosinkError(f"batch_size must be >= 1, got {batch_size}")
-    if max_tokens_per_batch is not None and max_tokens_per_batch < 1:
-        raise NosinkError(f"max_tokens_per_batch must be >= 1, got {max_tokens_per_batch}")
+    _check_limits(batch_size, max_tokens_per_batch)
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i].ids))
     lengths = [len(rows[i].ids) for i in order]  # [N], non-increasing
     cost = BATCH_COST_TOKENS.get(device.type, ACCELERATOR_BATCH_COST_TOKENS)
@@ -210,10 +207,7 @@ def packed_batches(
     be wider than ``width``. ``max_tokens_per_batch`` counts the texts' own tokens; packing adds at
     most the longest text's length in padding per row.
     """
-    if batch_size < 1:
-        raise NosinkError(f"batch_size must be >= 1, got {batch_size}")
-    if max_tokens_per_batch is not None and max_tokens_per_batch < 1:
-        raise NosinkError(f"max_tokens_per_batch must be >= 1, got {max_tokens_per_batch}")
+    _check_limits(batch_size, max_tokens_per_batch)
     if width < 1:
         raise NosinkError(f"the pack width must be >= 1, got {width}")
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i].ids))
@@ -281,6 +275,13 @@ def _pack(rows: list[TokenizedText], group: list[int], width: int, pad_id: int, 
         text_real=text_real.to(device),
         text_mask=text_mask.to(device),
     )
+
+
+def _check_limits(batch_size: int, max_tokens_per_batch: int | None) -> None:
+    if batch_size < 1:
+        raise NosinkError(f"batch_size must be >= 1, got {batch_size}")
+    if max_tokens_per_batch is not None and max_tokens_per_batch < 1:
+        raise NosinkError(f"max_tokens_per_batch must be >= 1, got {max_tokens_per_batch}")
 
 
 def partition(lengths: list[int], *, batch_size: int, max_tokens: int | None, batch_cost: int) -> list[tuple[int, int]]:

@@ -34,7 +34,9 @@ def run_schedule(
         if vanilla:
             return _model_forward(base, input_ids, attention_mask, position_ids)  # baseline: the model untouched
         if patterns is not None:
-            own_mask = tuple(None if p == CAUSAL else p for p in patterns)  # causal layers: model's own mask
+            # Causal layers keep the model's own mask (None), unless attention is recorded (eager, with
+            # nosink's explicit mask) or rows are packed (the model's mask does not know where texts end).
+            own_mask = tuple(None if p == CAUSAL and plain else p for p in patterns)
             context = CallContext(attention_mask, segment_ids, layer_patterns=own_mask, records=records)
             return _model_forward(base, input_ids, attention_mask, position_ids, **{CONTEXT_KWARG: context})
         context = CallContext(attention_mask, segment_ids, records=records)
