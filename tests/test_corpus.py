@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import CORPUS, tiny_model, tiny_tokenizer
 
 from nosink import Encoder, NosinkError
@@ -365,3 +366,20 @@ def test_ray_options_and_corpus_folders_are_checked(tmp_path: Path, capsys: pyte
         CorpusSource.open(corpus, input_format="xml")
     assert main(["index", "build", str(corpus)]) == 2
     assert "is a file, not a corpus folder" in capsys.readouterr().err
+
+
+def test_ray_workers_get_the_device_and_dtype_the_manifest_records(tmp_path: Path) -> None:
+    """A CPU-only driver must not record float32 while GPU workers would pick bfloat16 themselves."""
+    spec = EncoderSpec(str(tmp_path / "model"))
+    assert spec.for_workers(0) == EncoderSpec(spec.model, device="cpu", dtype="float32")
+    explicit = EncoderSpec(spec.model, dtype="bfloat16").for_workers(1)
+    assert (explicit.device, explicit.dtype) == ("cuda", "bfloat16")
+    if not torch.cuda.is_available():
+        with pytest.raises(NosinkError, match="dtype 'auto' for GPU workers cannot be decided"):
+            spec.for_workers(1)
+        corpus = write_jsonl(tmp_path / "c.jsonl", make_texts(3))
+        with pytest.raises(NosinkError, match="pass --dtype bfloat16, float16 or float32"):
+            embed_corpus(
+                spec, CorpusSource.open(corpus), tmp_path / "out", engine="ray", ray=RayOptions(gpus_per_worker=1)
+            )
+        assert not (tmp_path / "out").exists()

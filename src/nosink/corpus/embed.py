@@ -12,12 +12,13 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from nosink import __version__
@@ -90,6 +91,22 @@ class EncoderSpec:
             encoder.device.type,
             encoder.max_length,
         )
+
+    def for_workers(self, gpus_per_worker: float) -> EncoderSpec:
+        """This spec with device and dtype fixed here, so that Ray workers compute what the manifest records.
+
+        Without a device, workers use CUDA when they get GPUs and the CPU otherwise; ``dtype="auto"``
+        for GPU workers is decided here only when this process sees CUDA as well.
+        """
+        device = self.device or ("cuda" if gpus_per_worker > 0 else "cpu")
+        target = resolve_device(device)
+        if self.dtype == "auto" and target.type == "cuda" and not torch.cuda.is_available():
+            raise NosinkError(
+                "dtype 'auto' for GPU workers cannot be decided in this process (it has no CUDA); "
+                "pass --dtype bfloat16, float16 or float32"
+            )
+        dtype = str(resolve_dtype(self.dtype, target)).removeprefix("torch.")
+        return replace(self, device=device, dtype=dtype)
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the vectors, as written in the manifest (``encoder`` section)."""
@@ -178,6 +195,10 @@ def embed_corpus(
         raise NosinkError(f"shard_size must be >= 1, got {shard_size}")
     start = time.perf_counter()
     out_dir = Path(out_dir)
+    if engine is Engine.RAY:  # workers must compute with the device and dtype the manifest records
+        encoder = (encoder if isinstance(encoder, EncoderSpec) else EncoderSpec.of(encoder)).for_workers(
+            (ray or RayOptions()).gpus_per_worker
+        )
     records = _count_records(source)
     job = {
         "encoder": encoder.identity() if isinstance(encoder, EncoderSpec) else _loaded_identity(encoder),
@@ -210,9 +231,8 @@ def embed_corpus(
         else:
             from nosink.corpus.ray_engine import embed_with_ray
 
-            spec = encoder if isinstance(encoder, EncoderSpec) else EncoderSpec.of(encoder)
             truncated = embed_with_ray(
-                spec,
+                encoder,
                 chunks,
                 out_dir,
                 store_text=store_text,
