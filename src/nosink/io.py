@@ -6,6 +6,7 @@ line, optionally an ``"id"``). Outputs are chosen by extension: ``.npy``, ``.jso
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -185,3 +186,12 @@ def _pyarrow() -> tuple[Any, Any]:
     except ImportError:
         raise NosinkError(_PARQUET_HINT) from None
     return pyarrow, pyarrow.parquet
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file's bytes, as 64 hex digits, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -7,7 +7,6 @@ when there is no id field) and a non-empty ``text``. Bad records are refused wit
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,11 +15,11 @@ from typing import Any
 
 from nosink.corpus.shards import require_pyarrow
 from nosink.errors import Choice, NosinkError
+from nosink.io import sha256_of
 
 DEFAULT_ID_FIELD = "id"
 DEFAULT_TEXT_FIELD = "text"
 _PARQUET_BATCH_ROWS = 4096
-_HASH_CHUNK_BYTES = 1 << 20
 
 
 class InputFormat(Choice):
@@ -99,11 +98,7 @@ class CorpusSource:
 
     def sha256(self) -> str:
         """The SHA-256 of the file's bytes, read in chunks."""
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as handle:
-            while chunk := handle.read(_HASH_CHUNK_BYTES):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return sha256_of(Path(self.path))
 
     def _resolve_id_field(self, fields: set[str]) -> str | None:
         if self.text_field not in fields:

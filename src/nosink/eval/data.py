@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import fnmatch
-import hashlib
 import json
 import math
 import re
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nosink.errors import NosinkError
+from nosink.io import sha256_of
 
 __all__ = [
     "HUB_PREFIX",
@@ -267,12 +267,7 @@ def load_conll(path: str | Path, *, strip_prefix: str | None = None, limit: int 
 
 def file_digest(path: str | Path) -> str:
     """The sha256 of a file's bytes, as 64 hex digits (for result records)."""
-    path = _existing_file(path)
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_of(_existing_file(path))
 
 
 # -------------------------------------------------------------------- files and tables
