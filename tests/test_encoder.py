@@ -136,6 +136,8 @@ def test_empty_list_and_bad_arguments(model, tokenizer) -> None:
         encoder.encode(["a"], batch_size=-1)
     with pytest.raises(NosinkError, match="instruction must be a string"):
         encoder.encode(["a"], instruction=5)
+    with pytest.raises(NosinkError, match="packing must be True or False, got 'no'"):
+        encoder.encode(["a"], packing="no")
     with pytest.raises(NosinkError, match="unknown pooling"):
         Encoder.from_model(model, tokenizer, pooling="max")
     with pytest.raises(NosinkError, match="no room for text"):

@@ -151,6 +151,11 @@ class Encoder:
     def device(self) -> torch.device:
         return next(self.base.parameters()).device
 
+    @property
+    def dtype_name(self) -> str:
+        """The weights' dtype as a plain name: ``float32``, ``bfloat16`` …"""
+        return str(next(self.base.parameters()).dtype).removeprefix("torch.")
+
     def __repr__(self) -> str:
         return f"Encoder({self.name!r}, plan='{self.plan}', pooling='{self.pooling.value}', L={self.num_layers})"
 
@@ -230,6 +235,8 @@ class Encoder:
         show_progress_bar: bool | None = None,
     ) -> np.ndarray:
         """Pooled embeddings [N, D] float32 of already tokenized rows (see :meth:`tokenize`), in row order."""
+        if not isinstance(packing, bool):
+            raise NosinkError(f"packing must be True or False, got {packing!r}")
         output = np.zeros((len(rows), self.dim), dtype=np.float32)
         run = self.run_batches(
             rows,

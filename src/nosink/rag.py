@@ -165,7 +165,7 @@ class RAG:
             max_length=int(settings.get("max_length", 512)) if max_length is None else max_length,
         )
         corpus_dtype = settings.get("dtype")
-        model_dtype = str(next(chat_model.parameters()).dtype).removeprefix("torch.")
+        model_dtype = encoder.dtype_name
         if corpus_dtype and corpus_dtype != model_dtype:
             warnings.warn(
                 f"{out_dir} was embedded in {corpus_dtype}, the chat model runs in {model_dtype}; "

@@ -87,7 +87,7 @@ class EncoderSpec:
             encoder.name,
             str(encoder.plan),
             encoder.pooling.value,
-            _dtype_name(encoder),
+            encoder.dtype_name,
             encoder.device.type,
             encoder.max_length,
         )
@@ -387,7 +387,7 @@ def _loaded_identity(encoder: Encoder) -> dict[str, Any]:
         "model": _model_id(encoder.name),
         "plan": str(encoder.plan),
         "pooling": encoder.pooling.value,
-        "dtype": _dtype_name(encoder),
+        "dtype": encoder.dtype_name,
         "max_length": encoder.max_length,
         "dimension": encoder.dim,
     }
@@ -399,8 +399,6 @@ def _model_id(name: str) -> str:
     return str(path.resolve()) if path.exists() else name
 
 
-def _dtype_name(encoder: Encoder) -> str:
-    return str(next(encoder.base.parameters()).dtype).removeprefix("torch.")
 
 
 def _now() -> str:

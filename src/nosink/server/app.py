@@ -258,7 +258,7 @@ def _install_routes(app: FastAPI, service: EmbeddingService, metrics: ServerMetr
             "pooling": encoder.pooling.value,
             "dimension": encoder.dim,
             "max_length": settings.max_length,
-            "dtype": str(encoder.base.dtype).removeprefix("torch."),
+            "dtype": encoder.dtype_name,
             "layers": encoder.num_layers,
             "max_inputs": settings.max_inputs,
             "max_batch_tokens": settings.max_batch_tokens,

@@ -45,7 +45,9 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         return ServerSettings(**given)
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
-        raise NosinkError(f"bad server settings ({problems}); --model or NOSINK_MODEL is required") from None
+        missing_model = any(e["loc"] == ("model",) and e["type"] == "missing" for e in error.errors())
+        hint = "; --model or NOSINK_MODEL is required" if missing_model else ""
+        raise NosinkError(f"bad server settings ({problems}){hint}") from None
 
 
 def run_serve(args: argparse.Namespace) -> int:
