@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -65,34 +66,25 @@ def embed_with_ray(
         local_cpus = None if options.address else max(1, os.cpu_count() or 1)
         ray.init(address=options.address, num_cpus=local_cpus, include_dashboard=False, log_to_driver=False)
     try:
-        return _run(
-            ray, spec, staged, out_dir, store_text=store_text, encode=encode, options=options, progress=progress
-        )
+        embedded = _embedded(ray, spec, staged, store_text=store_text, encode=encode, options=options)
+        return _write_shards(embedded, staged, out_dir, store_text=store_text, progress=progress)
     finally:
         if started_here:
             ray.shutdown()
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _run(
-    ray: ModuleType,
-    spec: EncoderSpec,
-    staged: Staged,
-    out_dir: Path,
-    *,
-    store_text: bool,
-    encode: _EncodeOptions,
-    options: RayOptions,
-    progress: Progress,
-) -> int:
+def _embedded(
+    ray: ModuleType, spec: EncoderSpec, staged: Staged, *, store_text: bool, encode: _EncodeOptions, options: RayOptions
+) -> Any:
+    """The Ray dataset of the staged rows with their vectors, in input order, from an autoscaling actor pool."""
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # shards finish one after another: bounded memory here
     context.enable_progress_bars = False  # ours counts texts
     cpus = ray.available_resources().get("CPU", 1)
     workers = options.workers or max(1, int(cpus // options.cpus_per_worker))
-    files = [str(path) for path, _ in staged.values()]
-    dataset = ray.data.read_parquet(files)
-    embedded = dataset.map_batches(
+    dataset = ray.data.read_parquet([str(path) for path, _ in staged.values()])
+    return dataset.map_batches(
         EmbedActor,
         fn_constructor_kwargs={
             "spec": spec,
@@ -106,14 +98,21 @@ def _run(
         num_cpus=options.cpus_per_worker,
         num_gpus=options.gpus_per_worker or None,
     )
+
+
+def _write_shards(embedded: Any, staged: Staged, out_dir: Path, *, store_text: bool, progress: Progress) -> int:
+    """Gather the embedded batches by shard and write each shard once complete; returns the truncated count."""
     parts: Parts = {index: [] for index in staged}
+    gathered = dict.fromkeys(staged, 0)  # rows of each shard received so far
     truncated = 0
     for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
         truncated += int(batch["truncated"].sum())
         progress(len(batch["row"]))
         for index in np.unique(batch["shard"]).tolist():
-            parts[index].append({key: value[batch["shard"] == index] for key, value in batch.items()})
-            if sum(len(part["row"]) for part in parts[index]) >= staged[index][1]:
+            part = {key: value[batch["shard"] == index] for key, value in batch.items()}
+            parts[index].append(part)
+            gathered[index] += len(part["row"])
+            if gathered[index] >= staged[index][1]:
                 _write(out_dir, index, parts.pop(index), staged[index][1], store_text=store_text)
     if parts:
         raise NosinkError(f"Ray returned too few rows for shards {sorted(parts)[:5]}")
