@@ -233,8 +233,12 @@ class Encoder:
         normalize: bool = False,
         packing: bool = False,
         show_progress_bar: bool | None = None,
+        progress: Callable[[int], object] | None = None,
     ) -> np.ndarray:
-        """Pooled embeddings [N, D] float32 of already tokenized rows (see :meth:`tokenize`), in row order."""
+        """Pooled embeddings [N, D] float32 of already tokenized rows (see :meth:`tokenize`), in row order.
+
+        ``progress``, if given, is called with the number of rows of every finished batch.
+        """
         if not isinstance(packing, bool):
             raise NosinkError(f"packing must be True or False, got {packing!r}")
         output = np.zeros((len(rows), self.dim), dtype=np.float32)
@@ -251,6 +255,8 @@ class Encoder:
             if normalize:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
             output[batch.indices] = pooled.cpu().numpy()
+            if progress is not None:
+                progress(len(batch.indices))
         return output
 
     def encode_tokens(
@@ -286,16 +292,16 @@ class Encoder:
     # ---------------------------------------------------------------- lower level
 
     def tokenize(
-        self, texts: list[str], *, instruction: str | None = None, offsets: bool = False
+        self, texts: list[str], *, instruction: str | None = None, offsets: bool = False, warn: bool = True
     ) -> list[TokenizedText]:
         """Rows of token ids as the encoder feeds them: specials, instruction, text, truncated to max_length.
 
-        Warns once when texts were truncated.
+        Warns once when texts were truncated (unless ``warn`` is False; ``row.truncated`` says which).
         """
         tokenizer = TextTokenizer(self.tokenizer, max_length=self.max_length, instruction=instruction)
         rows = tokenizer(texts, offsets=offsets)
         truncated = sum(row.truncated for row in rows)
-        if truncated:
+        if truncated and warn:
             warnings.warn(
                 f"{truncated} of {len(rows)} texts were longer than max_length={self.max_length} tokens "
                 "and were truncated",

@@ -10,7 +10,6 @@ place only when complete, so a restarted run skips finished shards and recompute
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -42,7 +41,6 @@ from nosink.plan import Plan
 from nosink.pooling import Pooling
 
 DEFAULT_SHARD_SIZE = 10_000
-PROGRESS_CHUNK = 1024  # texts per progress update inside a shard (a multiple of the default batch size)
 Progress = Callable[[int], None]
 
 
@@ -357,25 +355,16 @@ def _embed_local(
 def embed_texts(
     encoder: Encoder, texts: list[str], encode: _EncodeOptions, progress: Progress
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Vectors [n, D] of ``texts`` as ``Encoder.encode`` computes them, and which texts were truncated [n].
-
-    Rows go longest first, as in ``encode``, in slices of PROGRESS_CHUNK so that the bar moves.
-    """
-    with warnings.catch_warnings():  # one truncation count for the whole run instead of a warning per shard
-        warnings.simplefilter("ignore", UserWarning)
-        rows = encoder.tokenize(texts, instruction=encode.instruction)
-    order = sorted(range(len(rows)), key=lambda i: -len(rows[i].ids))
-    vectors = np.empty((len(rows), encoder.dim), dtype=np.float32)  # [n, D]
-    for start in range(0, len(order), PROGRESS_CHUNK):
-        part = order[start : start + PROGRESS_CHUNK]
-        vectors[part] = encoder.embed_rows(
-            [rows[i] for i in part],
-            batch_size=encode.batch_size,
-            max_tokens_per_batch=encode.max_tokens_per_batch,
-            normalize=encode.normalize,
-            show_progress_bar=False,
-        )
-        progress(len(part))
+    """Vectors [n, D] of ``texts`` as ``Encoder.encode`` computes them, and which texts were truncated [n]."""
+    rows = encoder.tokenize(texts, instruction=encode.instruction, warn=False)  # one count for the run, not per shard
+    vectors = encoder.embed_rows(  # [n, D]
+        rows,
+        batch_size=encode.batch_size,
+        max_tokens_per_batch=encode.max_tokens_per_batch,
+        normalize=encode.normalize,
+        show_progress_bar=False,
+        progress=progress,
+    )
     return vectors, np.array([row.truncated for row in rows], dtype=bool)
 
 
@@ -397,8 +386,6 @@ def _model_id(name: str) -> str:
     """A local folder by its absolute path (so ./m and m agree), a hub model by its name."""
     path = Path(name)
     return str(path.resolve()) if path.exists() else name
-
-
 
 
 def _now() -> str:
