@@ -140,6 +140,86 @@ def test_bad_records_are_refused_with_their_number(tmp_path: Path, content: str,
         list(CorpusSource.open(path, **kwargs).records())
 
 
+@pytest.mark.parametrize(
+    ("name", "lines", "bad_line"),
+    [
+        ("c.jsonl", [json.dumps({"text": f"text {i}"}) for i in range(3)], 3),
+        ("c.jsonl", [json.dumps({"text": f"text number {i}"}) for i in range(2000)], 1500),  # past the 8 KiB chunk
+        ("c.csv", ["id,text", "a,one", "b,two"], 2),
+        ("c.tsv", ["id\ttext", "a\tone", "b\ttwo"], 3),
+    ],
+)
+def test_input_that_is_not_utf8_is_refused_with_its_file_and_line(
+    tmp_path: Path, name: str, lines: list[str], bad_line: int
+) -> None:
+    data = [line.encode("utf-8") for line in lines]
+    line = data[bad_line - 1]
+    data[bad_line - 1] = line[:-2] + b"\xff" + line[-2:]  # e.g. a Latin-1 "ÿ" inside a text
+    path = tmp_path / name
+    path.write_bytes(b"\n".join(data) + b"\n")
+    expected = rf"^{name} is not UTF-8: line {bad_line} has the byte 0xff; save it as UTF-8$"
+    with pytest.raises(NosinkError, match=expected):
+        list(CorpusSource.open(path).records())
+
+
+def test_cli_refuses_input_that_is_not_utf8_before_writing(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b'{"text": "caf\xe9"}\n')  # Latin-1, not UTF-8
+    args = ["embed", str(path), "-o", str(tmp_path / "out"), "--model", str(model_dir), "--device", "cpu"]
+    assert main(args) == 2
+    assert capsys.readouterr().err == "error: c.jsonl is not UTF-8: line 1 has the byte 0xe9; save it as UTF-8\n"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            '{"text": "a"}\n{"text": "b"}\n{"id": "x", "text": "c"}\n',
+            "c.jsonl: record 2 has an 'id' field but record 0 lacks one",
+        ),
+        ('{"id": "x", "text": "a"}\n\n{"text": "b"}\n', "c.jsonl: record 1 lacks an 'id' field but record 0 has one"),
+    ],
+)
+def test_default_ids_are_refused_when_records_disagree_about_having_an_id(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(NosinkError, match=rf"^{message}.*pass --id-field id .*or make every record consistent$"):
+        list(CorpusSource.open(path).records())
+    # An explicit id field is the user's rule: only a record without it is refused.
+    with pytest.raises(NosinkError, match=r"(no field 'id'|record 1 has no 'id')"):
+        list(CorpusSource.open(path, id_field="id").records())
+
+
+def test_explicit_id_field_and_consistent_files_keep_their_ids(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"text": "a", "key": 1}\n{"text": "b", "key": 2, "id": "z"}\n', encoding="utf-8")
+    assert [r.id for r in CorpusSource.open(path, id_field="key").records()] == ["1", "2"]
+    numbered = write_jsonl(tmp_path / "numbered.jsonl", make_texts(3), ids=False)
+    assert [r.id for r in CorpusSource.open(numbered).records()] == ["0", "1", "2"]
+    named = write_jsonl(tmp_path / "named.jsonl", make_texts(3))
+    assert [r.id for r in CorpusSource.open(named).records()] == ["doc-0", "doc-1", "doc-2"]
+
+
+def test_cli_refuses_inconsistent_default_ids_before_writing(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.jsonl"
+    rows = [{"text": text} for text in make_texts(30)]
+    rows[25]["id"] = "late"  # would silently become "25" if record 0 alone decided
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    args = ["embed", str(path), "-o", str(tmp_path / "out"), "--model", str(model_dir), "--device", "cpu"]
+    assert main([*args, "--shard-size", "10"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: c.jsonl: record 25 has an 'id' field but record 0 lacks one")
+    assert "--id-field id" in error and error.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_unknown_extension_and_missing_file_are_refused(tmp_path: Path) -> None:
     (tmp_path / "c.xml").write_text("<a/>", encoding="utf-8")
     with pytest.raises(NosinkError, match="cannot tell the format"):
@@ -258,6 +338,33 @@ def test_a_different_job_in_the_same_folder_is_refused(tmp_path: Path, encoder: 
     assert (tmp_path / "out" / "manifest.json").read_text() == before
 
 
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("", "Expecting value: line 1 column 1 (char 0)"),
+        ('{"format": "nosink-embeddings/1", ', "Expecting property name enclosed in double quotes"),
+        ("[]", "it holds a JSON array, not an object"),
+        ("null", "it holds a JSON null, not an object"),
+    ],
+)
+def test_a_damaged_manifest_is_refused_with_its_path(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str], content: str, reason: str
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_text(content, encoding="utf-8")
+    with pytest.raises(NosinkError) as caught:
+        read_manifest(out)
+    assert str(caught.value).startswith(f"{out / 'manifest.json'} is not a valid nosink manifest: {reason}")
+    path = write_jsonl(tmp_path / "c.jsonl", make_texts(5))
+    assert main(["embed", str(path), "-o", str(out), "--model", str(model_dir), "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {out / 'manifest.json'} is not a valid nosink manifest: {reason}")
+    assert error.count("\n") == 1
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]  # nothing written, manifest untouched
+    assert (out / "manifest.json").read_text(encoding="utf-8") == content
+
+
 def test_a_folder_that_is_not_a_corpus_is_refused(tmp_path: Path, encoder: Encoder) -> None:
     path = write_jsonl(tmp_path / "c.jsonl", make_texts(5))
     (tmp_path / "out").mkdir()
@@ -297,7 +404,10 @@ def test_cli_embeds_and_resumes(tmp_path: Path, model_dir: Path, capsys: pytest.
     ("extra", "message"),
     [
         (["--plan", "mask9-nope"], "plan"),
-        (["--workers", "2"], "--workers need --engine ray"),
+        (["--workers", "2"], "--workers only applies with --engine ray"),
+        (["--gpus-per-worker", "1"], "--gpus-per-worker only applies with --engine ray"),
+        (["--cpus-per-worker", "1", "--engine", "local"], "--cpus-per-worker only applies with --engine ray"),
+        (["--ray-address", "auto", "--workers", "2"], "--ray-address and --workers only apply with --engine ray"),
         (["--model", "./no-such-model"], "model folder './no-such-model' does not exist"),
         (["--text-field", "body"], "no field 'body'"),
     ],
@@ -310,6 +420,32 @@ def test_cli_mistakes_are_one_error_line(
     assert main(args) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and message in error and "\n" not in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_ray_flags_reach_ray_options_with_their_defaults(
+    tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[dict] = []
+
+    def fake_embed(spec: EncoderSpec, source: CorpusSource, out_dir: str, **kwargs: object) -> object:
+        calls.append(kwargs)
+        return embed_module.EmbedReport(Path(out_dir), 5, 1, 1, 0, 5, 0, 1.0)
+
+    monkeypatch.setattr(embed_module, "embed_corpus", fake_embed)
+    path = write_jsonl(tmp_path / "c.jsonl", make_texts(5))
+    args = ["embed", str(path), "-o", str(tmp_path / "out"), "--model", str(model_dir), "--engine", "ray"]
+    assert main(args) == 0
+    assert main([*args, "--ray-address", "auto", "--gpus-per-worker", "0.5", "--workers", "3"]) == 0
+    assert [call["ray"] for call in calls] == [
+        RayOptions(),
+        RayOptions(address="auto", workers=3, cpus_per_worker=1.0, gpus_per_worker=0.5),
+    ]
+    assert RayOptions() == RayOptions(None, None, 1.0, 0.0)  # the defaults `nosink embed --help` states
+    capsys.readouterr()
+    assert main(["embed", "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "CPUs per Ray actor (default: 1)" in help_text and "GPUs per Ray actor (default: 0)" in help_text
 
 
 # -------------------------------------------------------------------- Ray

@@ -244,6 +244,83 @@ def test_damaged_corpus_is_refused(tmp_path: Path) -> None:
         build_index(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("", "Expecting value: line 1 column 1 (char 0)"),
+        ("[]", "it holds a JSON array, not an object"),
+        ('"nosink-embeddings/1"', "it holds a JSON string, not an object"),
+    ],
+)
+def test_damaged_manifest_is_refused_with_its_path(tmp_path: Path, capsys, content: str, reason: str) -> None:
+    write_corpus(tmp_path, np.ones((4, 8), dtype=np.float32), [4])
+    build_index(tmp_path, show_progress_bar=False)
+    before = {p.name: p.read_bytes() for p in index_dir(tmp_path).iterdir()}
+    (tmp_path / "manifest.json").write_text(content, encoding="utf-8")
+    expected = f"{tmp_path / 'manifest.json'} is not a valid nosink manifest: {reason}; the corpus is damaged"
+    for call in (build_index, VectorIndex.load):
+        with pytest.raises(NosinkError) as caught:
+            call(tmp_path)
+        assert str(caught.value).startswith(expected)
+    for args in (["index", "build", str(tmp_path)], ["search", str(tmp_path), "a cat"]):
+        assert main(args) == 2
+        error = capsys.readouterr().err
+        assert error.startswith(f"error: {expected}") and error.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in index_dir(tmp_path).iterdir()} == before  # the old index is kept
+
+
+def test_damaged_index_files_are_refused_with_their_path(tmp_path: Path) -> None:
+    write_corpus(tmp_path, np.ones((4, 8), dtype=np.float32), [4])
+    build_index(tmp_path, show_progress_bar=False)
+    meta_path, faiss_path = index_dir(tmp_path) / "index.json", index_dir(tmp_path) / "index.faiss"
+    meta, rebuild = meta_path.read_text(encoding="utf-8"), f"rebuild it with `nosink index build {tmp_path}`"
+    for content, reason in [
+        ("{", "Expecting property name enclosed in double quotes"),
+        ("[1, 2]", "it holds a JSON array, not an object"),
+        ('{"format": "nosink-index/1"}', "it lacks kind, count, dimension, shard_rows"),
+    ]:
+        meta_path.write_text(content, encoding="utf-8")
+        with pytest.raises(NosinkError) as caught:
+            VectorIndex.load(tmp_path)
+        message = str(caught.value)
+        assert message.startswith(f"{meta_path} is not a valid nosink index file: {reason}"), message
+        assert message.endswith(rebuild)
+    meta_path.write_text(meta, encoding="utf-8")
+    faiss_path.write_bytes(b"garbage")
+    with pytest.raises(NosinkError, match=r"index\.faiss cannot be read by FAISS \(a damaged file\?\); rebuild"):
+        VectorIndex.load(tmp_path)
+    build_index(tmp_path, show_progress_bar=False)  # the remedy the messages give works
+    assert len(VectorIndex.load(tmp_path)) == 4
+
+
+def test_cli_search_suggests_model_only_when_it_was_not_given(tmp_path: Path, capsys) -> None:
+    gone = tmp_path / "gone-model"
+    encoder = {"model": str(gone), "plan": "baseline", "pooling": "mean", "dtype": "float32", "max_length": 512}
+    out = tmp_path / "corpus"
+    write_corpus(out, np.ones((4, 8), dtype=np.float32), [4], encoder=encoder)
+    build_index(out, show_progress_bar=False)
+    assert main(["search", str(out), "a cat"]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: model folder {str(gone)!r} does not exist; pass --model with its new place\n"
+    )
+    also_gone = tmp_path / "also-gone"
+    assert main(["search", str(out), "a cat", "--model", str(also_gone)]) == 2
+    assert capsys.readouterr().err == f"error: model folder {str(also_gone)!r} does not exist\n"
+
+
+def test_build_help_states_the_hnsw_defaults_the_docs_give(capsys) -> None:
+    from nosink.index.index import DEFAULT_EF_CONSTRUCTION, DEFAULT_HNSW_M
+
+    assert main(["index", "build", "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"HNSW graph degree (default: {DEFAULT_HNSW_M})" in help_text
+    assert f"HNSW build effort (default: {DEFAULT_EF_CONSTRUCTION})" in help_text
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "search.md").read_text(encoding="utf-8")
+    assert f"`--hnsw-m` (default {DEFAULT_HNSW_M})" in docs
+    assert f"`--ef-construction` (default {DEFAULT_EF_CONSTRUCTION})" in docs
+
+
 def test_missing_faiss_names_the_extra(random_corpus, monkeypatch) -> None:
     out, _, _ = random_corpus
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss now raises ImportError

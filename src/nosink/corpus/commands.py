@@ -47,10 +47,20 @@ def add_commands(commands: argparse._SubParsersAction, make: SubparserFactory) -
     parser.add_argument("--store-text", action="store_true", help="keep each text in the shards (for search)")
     parser.add_argument("--no-normalize", action="store_true", help="store raw vectors, not L2-normalised ones")
     parser.add_argument("--engine", default="local", choices=["local", "ray"], help="default: %(default)s")
+    # Ray flags default to None so that run_embed can tell an explicit one (refused with --engine local);
+    # RayOptions holds their real defaults.
     parser.add_argument("--ray-address", metavar="A", help="Ray cluster address (default: start a local instance)")
     parser.add_argument("--workers", type=positive_int, metavar="N", help="Ray actors (default: CPUs / per worker)")
-    parser.add_argument("--cpus-per-worker", type=positive_float, default=1.0, metavar="C", help="default: %(default)s")
-    parser.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G", help="default: %(default)s")
+    parser.add_argument("--cpus-per-worker", type=positive_float, metavar="C", help="CPUs per Ray actor (default: 1)")
+    parser.add_argument("--gpus-per-worker", type=float, metavar="G", help="GPUs per Ray actor (default: 0)")
+
+
+_RAY_FLAGS = {  # flag: the RayOptions field it sets (the argparse dest is the flag's own name)
+    "--ray-address": "address",
+    "--workers": "workers",
+    "--cpus-per-worker": "cpus_per_worker",
+    "--gpus-per-worker": "gpus_per_worker",
+}
 
 
 def run_embed(args: argparse.Namespace) -> int:
@@ -60,8 +70,11 @@ def run_embed(args: argparse.Namespace) -> int:
 
     Plan.coerce(args.plan)  # cheap checks first: a typo should not wait for a pass over the corpus
     check_model_path(args.model)
-    if args.engine == "local" and (args.ray_address or args.workers):
-        raise NosinkError("--ray-address and --workers need --engine ray")
+    given = {flag: getattr(args, flag[2:].replace("-", "_")) for flag in _RAY_FLAGS}
+    given = {flag: value for flag, value in given.items() if value is not None}  # the Ray flags set explicitly
+    if args.engine == "local" and given:
+        verb = "applies" if len(given) == 1 else "apply"
+        raise NosinkError(f"{' and '.join(given)} only {verb} with --engine ray")
     source = CorpusSource.open(
         args.input, input_format=args.input_format, id_field=args.id_field, text_field=args.text_field
     )
@@ -77,7 +90,7 @@ def run_embed(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_tokens_per_batch=args.max_tokens_per_batch,
         engine=args.engine,
-        ray=RayOptions(args.ray_address, args.workers, args.cpus_per_worker, args.gpus_per_worker),
+        ray=RayOptions(**{_RAY_FLAGS[flag]: value for flag, value in given.items()}),
     )
     rate = report.embedded_records / report.seconds if report.seconds > 0 else 0.0
     print(

@@ -88,12 +88,19 @@ class CorpusSource:
         return cls(path, fmt, id_field, text_field)
 
     def records(self) -> Iterator[Record]:
-        """Every record in file order, validated; NosinkError names the first bad one."""
+        """Every record in file order, validated; NosinkError names the first bad one.
+
+        Without an explicit ``id_field``, record 0 decides the ids: its ``"id"`` field when it has
+        one, else record numbers. A later record that has an ``"id"`` field when record 0 has none,
+        or lacks one when record 0 has it, is refused rather than given a mixed or dropped id.
+        """
         rows = _ROW_READERS[self.format](self)
         id_field: str | None = None
         for number, (row, fields) in enumerate(rows):
             if number == 0:
                 id_field = self._resolve_id_field(fields)
+            elif self.id_field is None and (DEFAULT_ID_FIELD in fields) != (id_field is not None):
+                raise self._inconsistent_id(number, has_id=id_field is None)
             yield Record(self._id(row, id_field, number), self._text(row, number))
 
     def sha256(self) -> str:
@@ -108,6 +115,14 @@ class CorpusSource:
         if self.id_field not in fields:
             raise NosinkError(f"{self.path.name} has no field {self.id_field!r} (fields: {_names(fields)})")
         return self.id_field
+
+    def _inconsistent_id(self, number: int, *, has_id: bool) -> NosinkError:
+        this, first = ("has", "lacks") if has_id else ("lacks", "has")
+        return NosinkError(
+            f"{self._where(number)} {this} an {DEFAULT_ID_FIELD!r} field but record 0 {first} one, and without "
+            f"--id-field record 0 decides the ids; pass --id-field {DEFAULT_ID_FIELD} (every record then needs "
+            f"one), or make every record consistent"
+        )
 
     def _id(self, row: dict[str, Any], id_field: str | None, number: int) -> str:
         if id_field is None:
@@ -134,27 +149,51 @@ def _names(fields: set[str]) -> str:
     return ", ".join(sorted(fields)) or "none"
 
 
+def _not_utf8(path: Path) -> NosinkError:
+    """The error for a text corpus that does not decode as UTF-8, naming its first bad line and byte.
+
+    Text files are decoded in chunks, so the UnicodeDecodeError does not tell the line; this
+    runs only on that error path and reads the file again, line by line, to find it.
+    """
+    with open(path, "rb") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                byte = line[error.start : error.start + 1].hex()
+                return NosinkError(
+                    f"{path.name} is not UTF-8: line {line_number} has the byte 0x{byte}; save it as UTF-8"
+                )
+    return NosinkError(f"{path.name} is not UTF-8; save it as UTF-8")  # only if the file changed meanwhile
+
+
 def _jsonl_rows(source: CorpusSource) -> Iterator[tuple[dict[str, Any], set[str]]]:
     with open(source.path, encoding="utf-8-sig") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise NosinkError(f"{source.path.name}: line {line_number} is not JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise NosinkError(f"{source.path.name}: line {line_number} is not a JSON object")
-            yield row, set(row)
+        try:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise NosinkError(f"{source.path.name}: line {line_number} is not JSON ({error.msg})") from None
+                if not isinstance(row, dict):
+                    raise NosinkError(f"{source.path.name}: line {line_number} is not a JSON object")
+                yield row, set(row)
+        except UnicodeDecodeError:
+            raise _not_utf8(source.path) from None
 
 
 def _delimited_rows(source: CorpusSource) -> Iterator[tuple[dict[str, Any], set[str]]]:
     delimiter = "\t" if source.format is InputFormat.TSV else ","
     with open(source.path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
-        fields = set(reader.fieldnames or ())
-        for row in reader:
-            yield row, fields
+        try:
+            reader = csv.DictReader(handle, delimiter=delimiter)
+            fields = set(reader.fieldnames or ())
+            for row in reader:
+                yield row, fields
+        except UnicodeDecodeError:
+            raise _not_utf8(source.path) from None
 
 
 def _parquet_rows(source: CorpusSource) -> Iterator[tuple[dict[str, Any], set[str]]]:

@@ -68,10 +68,31 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any]:
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
         raise NosinkError(f"{out_dir} is not an embedded corpus (no {MANIFEST}); run `nosink embed` first")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest = read_json_object(path, "nosink manifest", "the corpus is damaged; embed it again into a new folder")
     if manifest.get("format") != FORMAT:
         raise NosinkError(f"{path} has format {manifest.get('format')!r}; this nosink reads {FORMAT!r}")
     return manifest
+
+
+def read_json_object(path: Path, what: str, remedy: str) -> dict[str, Any]:
+    """The JSON object in ``path``; NosinkError naming the file, ``what`` it should be and the ``remedy``.
+
+    Invalid JSON, bytes that are not UTF-8 and valid JSON that is not an object are all refused.
+    """
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise NosinkError(f"{path} is not a valid {what}: {error}; {remedy}") from None
+    except UnicodeDecodeError as error:
+        raise NosinkError(f"{path} is not a valid {what}: not UTF-8 ({error.reason}); {remedy}") from None
+    if not isinstance(value, dict):
+        raise NosinkError(f"{path} is not a valid {what}: it holds a JSON {_json_kind(value)}, not an object; {remedy}")
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def write_json_atomic(path: Path, value: dict[str, Any]) -> None:

@@ -74,9 +74,19 @@ def _add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kind", default="flat", choices=("flat", "hnsw"), help="flat: exact; hnsw: approximate (default: flat)"
     )
-    parser.add_argument("--hnsw-m", type=positive_int, default=DEFAULT_HNSW_M, metavar="N", help="HNSW graph degree")
     parser.add_argument(
-        "--ef-construction", type=positive_int, default=DEFAULT_EF_CONSTRUCTION, metavar="N", help="HNSW build effort"
+        "--hnsw-m",
+        type=positive_int,
+        default=DEFAULT_HNSW_M,
+        metavar="N",
+        help="HNSW graph degree (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ef-construction",
+        type=positive_int,
+        default=DEFAULT_EF_CONSTRUCTION,
+        metavar="N",
+        help="HNSW build effort (default: %(default)s)",
     )
     parser.add_argument(
         "--ef-search",
@@ -141,7 +151,7 @@ def run_search(args: argparse.Namespace) -> int:
     model = args.model or settings.get("model")
     if not model:
         raise NosinkError(f"the manifest of {args.out_dir} names no encoder model; pass --model")
-    check_model_path(model, hint="; pass --model with its new place")
+    check_model_path(model, hint="" if args.model else "; pass --model with its new place")
     from nosink.encoder import Encoder
 
     loading = {name: settings[name] for name in ("plan", "pooling", "dtype", "max_length") if name in settings}

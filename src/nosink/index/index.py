@@ -15,7 +15,6 @@ loading refuses an index whose corpus has since changed, with a message that say
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 import warnings
@@ -30,6 +29,7 @@ from nosink import __version__
 from nosink.corpus.shards import (
     check_corpus_dir,
     iter_shards,
+    read_json_object,
     read_manifest,
     require_pyarrow,
     shard_path,
@@ -306,19 +306,27 @@ class VectorIndex:
         check_corpus_dir(out_dir)
         if not (folder / INDEX_META).is_file() or not (folder / INDEX_FILE).is_file():
             raise NosinkError(f"{out_dir} has no index; build one with `nosink index build {out_dir}`")
-        meta = json.loads((folder / INDEX_META).read_text(encoding="utf-8"))
+        rebuild = f"rebuild it with `nosink index build {out_dir}`"
+        meta = read_json_object(folder / INDEX_META, "nosink index file", rebuild)
         if meta.get("format") != INDEX_FORMAT:
+            found = meta.get("format")
             raise NosinkError(
-                f"{folder / INDEX_META} has format {meta.get('format')!r}; this nosink reads {INDEX_FORMAT!r}; "
-                f"rebuild it with `nosink index build {out_dir}`"
+                f"{folder / INDEX_META} has format {found!r}; this nosink reads {INDEX_FORMAT!r}; {rebuild}"
+            )
+        missing = [name for name in ("kind", "count", "dimension", "shard_rows") if name not in meta]
+        if missing:
+            raise NosinkError(
+                f"{folder / INDEX_META} is not a valid nosink index file: it lacks {', '.join(missing)}; {rebuild}"
             )
         manifest = _current_manifest(out_dir, meta)
-        index = faiss.read_index(str(folder / INDEX_FILE))
+        try:
+            index = faiss.read_index(str(folder / INDEX_FILE))
+        except RuntimeError:  # faiss's message is a C++ location; the file is what matters
+            raise NosinkError(f"{folder / INDEX_FILE} cannot be read by FAISS (a damaged file?); {rebuild}") from None
         if index.ntotal != meta["count"] or index.d != meta["dimension"]:
             raise NosinkError(
                 f"{folder / INDEX_FILE} holds {index.ntotal} vectors of dimension {index.d}, {INDEX_META} says "
-                f"{meta['count']} of {meta['dimension']} (an interrupted build?); "
-                f"rebuild it with `nosink index build {out_dir}`"
+                f"{meta['count']} of {meta['dimension']} (an interrupted build?); {rebuild}"
             )
         return cls(out_dir, index, meta, manifest)
 
