@@ -26,7 +26,7 @@ from torch import nn
 
 from nosink.encoder import Encoder, pad_id
 from nosink.errors import NosinkError
-from nosink.index.index import Hit, Retriever, VectorIndex
+from nosink.index.index import Hit, Retriever, VectorIndex, same_model
 from nosink.plan import Plan
 from nosink.pooling import Pooling
 
@@ -149,14 +149,6 @@ class RAG:
                 f"{out_dir} was embedded by a model with {manifest['dimension']}-dimensional states, "
                 f"the chat model's hidden size is {hidden}; embed the corpus with the chat model"
             )
-        chat_name = _model_name(chat_model)
-        corpus_model = settings.get("model")
-        if check_model and corpus_model and not _same_model(str(corpus_model), chat_name):
-            raise NosinkError(
-                f"{out_dir} was embedded by {corpus_model!r}, the chat model is {chat_name!r}; "
-                "retrieval needs the corpus embedded by the same weights (pass check_model=False "
-                "if they are the same weights under another name)"
-            )
         encoder = Encoder.from_model(
             chat_model,
             tokenizer,
@@ -164,6 +156,13 @@ class RAG:
             pooling=settings.get("pooling", "mean") if pooling is None else pooling,
             max_length=int(settings.get("max_length", 512)) if max_length is None else max_length,
         )
+        corpus_model = settings.get("model")
+        if check_model and corpus_model and not same_model(str(corpus_model), encoder.name):
+            raise NosinkError(
+                f"{out_dir} was embedded by {corpus_model!r}, the chat model is {encoder.name!r}; "
+                "retrieval needs the corpus embedded by the same weights (pass check_model=False "
+                "if they are the same weights under another name)"
+            )
         corpus_dtype = settings.get("dtype")
         model_dtype = encoder.dtype_name
         if corpus_dtype and corpus_dtype != model_dtype:
@@ -172,9 +171,7 @@ class RAG:
                 "query vectors will be close to, not identical with, vectors computed in the corpus's dtype",
                 stacklevel=2,
             )
-        with warnings.catch_warnings():  # the model's identity was checked above (or waived by the caller)
-            warnings.filterwarnings("ignore", message="the encoder's model")
-            retriever = Retriever(encoder, index)
+        retriever = Retriever(encoder, index, warn_other_model=False)  # checked above, or waived by the caller
         return cls(chat_model, tokenizer, retriever, query_instruction=query_instruction, chat_template=chat_template)
 
     # ---------------------------------------------------------------- properties
@@ -318,20 +315,3 @@ def _check_chat_model(model: nn.Module) -> None:
 def _check_question(question: str) -> None:
     if not isinstance(question, str) or not question.strip():
         raise NosinkError(f"question must be a non-empty string, got {question!r}")
-
-
-def _model_name(model: nn.Module) -> str:
-    """The model's hub name or local path, else its model type (as ``Encoder.name`` reports it)."""
-    return getattr(model.config, "_name_or_path", "") or model.config.model_type
-
-
-def _same_model(corpus_model: str, chat_name: str) -> bool:
-    """Whether two model identities name the same weights: equal as resolved paths, or same last component."""
-
-    def resolved(name: str) -> str:
-        path = Path(name)
-        return str(path.resolve()) if path.exists() else name
-
-    if resolved(corpus_model) == resolved(chat_name):
-        return True
-    return Path(corpus_model).name == Path(chat_name).name

@@ -461,8 +461,8 @@ class Retriever:
     with one copy of the weights); its plan, pooling and dimension must match the corpus's.
     """
 
-    def __init__(self, encoder: Encoder, index: VectorIndex) -> None:
-        check_encoder(encoder, index.manifest, where=str(index.out_dir))
+    def __init__(self, encoder: Encoder, index: VectorIndex, *, warn_other_model: bool = True) -> None:
+        check_encoder(encoder, index.manifest, where=str(index.out_dir), warn_other_model=warn_other_model)
         self.encoder = encoder
         self.index = index
 
@@ -539,15 +539,31 @@ class Retriever:
         """
         single = isinstance(query, str)
         texts = [query] if single else list(query)
-        vectors = self.encoder.encode(texts, instruction=instruction, normalize=True)  # [Q, D] float32
+        vectors = self.encoder.encode(texts, instruction=instruction)  # [Q, D] float32, normalised by the index
         hits = self.index.search(vectors, k=k, ef_search=ef_search)
         return hits[0] if single else hits
 
 
-def check_encoder(encoder: Encoder, manifest: dict[str, Any], *, where: str = "the corpus") -> None:
+def same_model(first: str, second: str) -> bool:
+    """Whether two model identities (hub names or folders) may name the same weights.
+
+    True for the same folder, or the same last path component (a hub name and its local copy).
+    """
+
+    def resolved(name: str) -> str:
+        path = Path(name)
+        return str(path.resolve()) if path.exists() else name
+
+    return resolved(first) == resolved(second) or Path(first).name == Path(second).name
+
+
+def check_encoder(
+    encoder: Encoder, manifest: dict[str, Any], *, where: str = "the corpus", warn_other_model: bool = True
+) -> None:
     """Refuse an encoder whose plan, pooling or dimension differs from the one that embedded the corpus.
 
-    A different model name only warns: the same weights may live under a hub name and a local path.
+    A different model (see :func:`same_model`) only warns, unless ``warn_other_model`` is False:
+    the same weights may live under a hub name and a local path.
 
     Raises:
         NosinkError: The plan, pooling or dimension differs.
@@ -566,7 +582,7 @@ def check_encoder(encoder: Encoder, manifest: dict[str, Any], *, where: str = "t
             "queries must be embedded the way the documents were"
         )
     model = settings.get("model")
-    if model and Path(str(model)).name != Path(encoder.name).name:
+    if warn_other_model and model and not same_model(str(model), encoder.name):
         warnings.warn(
             f"the encoder's model {encoder.name!r} is not the corpus's {model!r}; scores are meaningless "
             "unless they are the same weights",
