@@ -128,7 +128,9 @@ def write_shard(out_dir: str | Path, shard: Shard) -> Path:
 def read_shard(out_dir: str | Path, index: int, *, texts: bool = True) -> Shard:
     """Read shard ``index``: ids, embeddings [n, D] float32 and, if stored and asked for, texts."""
     pa = require_pyarrow()
-    table = pa.parquet.read_table(shard_path(out_dir, index))
+    path = shard_path(out_dir, index)
+    wanted = None if texts else ["id", "embedding"]  # no text column read when it is not asked for
+    table = pa.parquet.read_table(path, columns=wanted)
     column = table.column("embedding").combine_chunks()  # fixed_size_list<float32>[D], n rows
     dim = column.type.list_size
     vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
