@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from nosink.cli_args import SubparserFactory, check_model_path, positive_float, positive_int
+from nosink.corpus.embed import Engine
+from nosink.corpus.reader import InputFormat
 from nosink.encoder import DTYPE_CHOICES
 from nosink.errors import NosinkError
 from nosink.plan import Plan
@@ -41,12 +43,13 @@ def add_commands(commands: argparse._SubParsersAction, make: SubparserFactory) -
     parser.add_argument("--instruction", metavar="T", help="task description put before every text")
     parser.add_argument("--id-field", metavar="F", help='id field (default: "id" when present, else record numbers)')
     parser.add_argument("--text-field", default="text", metavar="F", help="default: %(default)s")
-    formats = ["auto", "jsonl", "csv", "tsv", "parquet"]
+    formats = [fmt.value for fmt in InputFormat]
     parser.add_argument("--input-format", default="auto", choices=formats, help="default: from the extension")
     parser.add_argument("--shard-size", type=positive_int, default=10_000, metavar="N", help="default: %(default)s")
     parser.add_argument("--store-text", action="store_true", help="keep each text in the shards (for search)")
     parser.add_argument("--no-normalize", action="store_true", help="store raw vectors, not L2-normalised ones")
-    parser.add_argument("--engine", default="local", choices=["local", "ray"], help="default: %(default)s")
+    engines = [engine.value for engine in Engine]
+    parser.add_argument("--engine", default="local", choices=engines, help="default: %(default)s")
     # Ray flags default to None so that run_embed can tell an explicit one (refused with --engine local);
     # RayOptions holds their real defaults.
     parser.add_argument("--ray-address", metavar="A", help="Ray cluster address (default: start a local instance)")

@@ -68,11 +68,14 @@ def add_commands(commands: argparse._SubParsersAction, subparser: SubparserFacto
 
 
 def _add_build_arguments(parser: argparse.ArgumentParser) -> None:
-    from nosink.index.index import DEFAULT_EF_CONSTRUCTION, DEFAULT_EF_SEARCH, DEFAULT_HNSW_M
+    from nosink.index.index import DEFAULT_EF_CONSTRUCTION, DEFAULT_EF_SEARCH, DEFAULT_HNSW_M, IndexKind
 
     parser.add_argument("out_dir", metavar="OUT_DIR", help="a finished `nosink embed` output folder")
     parser.add_argument(
-        "--kind", default="flat", choices=("flat", "hnsw"), help="flat: exact; hnsw: approximate (default: flat)"
+        "--kind",
+        default="flat",
+        choices=[kind.value for kind in IndexKind],
+        help="flat: exact; hnsw: approximate (default: flat)",
     )
     parser.add_argument(
         "--hnsw-m",
