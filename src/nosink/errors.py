@@ -10,6 +10,13 @@ class NosinkError(ValueError):
     """A user mistake: a bad plan, a bad input, an unsupported model. The message says what to do."""
 
 
+def check_positive(**values: object) -> None:
+    """NosinkError unless every value is a positive ``int`` (``True`` is not one): ``check_positive(k=k)``."""
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise NosinkError(f"{name} must be a positive integer, got {value!r}")
+
+
 C = TypeVar("C", bound="Choice")
 
 

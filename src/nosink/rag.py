@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from nosink.encoder import Encoder, pad_id
-from nosink.errors import NosinkError
+from nosink.errors import NosinkError, check_positive
 from nosink.index.index import Hit, Retriever, VectorIndex, same_model
 from nosink.plan import Plan
 from nosink.pooling import Pooling
@@ -277,8 +277,7 @@ class RAG:
             NosinkError: A bad question or ``k``, or a prompt that with ``max_new_tokens`` does not
                 fit the model's ``max_position_embeddings`` (use a smaller ``k``).
         """
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise NosinkError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        check_positive(max_new_tokens=max_new_tokens)
         if hits is None:
             hits = self.retrieve(question, k=k, query_instruction=query_instruction)
         prompt = self.build_prompt(question, hits, instruction=instruction)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from nosink.errors import NosinkError
+from nosink.errors import NosinkError, check_positive
 from nosink.inputs import check_texts
 from nosink.patterns import LayerPattern, build_mask
 
@@ -146,7 +146,7 @@ def attention_maps(
         NosinkError: bad arguments, or no text has ``tokens`` tokens.
     """
     texts = check_texts(texts)
-    _check_positive(tokens=tokens, max_texts=max_texts, batch_size=batch_size)
+    check_positive(tokens=tokens, max_texts=max_texts, batch_size=batch_size)
     if tokens < 2:
         raise NosinkError(f"tokens must be >= 2 (position 0 and at least one row after it), got {tokens}")
     ids = _cropped_ids(encoder.tokenizer, texts, tokens, max_texts)  # [N, T]
@@ -162,12 +162,6 @@ def attention_maps(
         model=_model_name(encoder),
         plan=str(encoder.plan),
     )
-
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise NosinkError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _cropped_ids(tokenizer: Any, texts: list[str], tokens: int, max_texts: int) -> torch.Tensor:

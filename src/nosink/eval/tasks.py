@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from nosink.errors import NosinkError
+from nosink.errors import NosinkError, check_positive
 from nosink.eval.base import Embedder, TaskResult
 from nosink.eval.data import LabeledTexts, PairsData
 from nosink.eval.metrics import classification_metrics, cosine_similarities, pearson_x100, spearman_x100
@@ -131,7 +131,7 @@ def mteb_undersample(
     is the same); each experiment then keeps the first ``samples_per_label`` indices of every
     label, in the shuffled order.
     """
-    _check_positive(n_experiments=n_experiments, samples_per_label=samples_per_label)
+    check_positive(n_experiments=n_experiments, samples_per_label=samples_per_label)
     order = list(range(len(labels)))
     selections: list[list[int]] = []
     for _ in range(n_experiments):
@@ -184,7 +184,7 @@ def classification_scores(
         ``f1_weighted``; ``accuracy_std`` over experiments; ``experiments``; ``train_per_experiment``.
     """
     train_x, test_x = _features(train_x, train_y, "train"), _features(test_x, test_y, "test")
-    _check_positive(n_experiments=n_experiments, max_iter=max_iter)
+    check_positive(n_experiments=n_experiments, max_iter=max_iter)
     if samples_per_label is None:
         selections = [list(range(len(train_y)))]
     else:
@@ -446,12 +446,6 @@ def _features(x: np.ndarray, y: Sequence[object], what: str) -> np.ndarray:
     return x
 
 
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise NosinkError(f"{name} must be a positive integer, got {value!r}")
-
-
 def _check_not_empty(**datasets: LabeledTexts) -> None:
     for name, data in datasets.items():
         if len(data) == 0:
@@ -505,7 +499,7 @@ def _smote(
     """SMOTE on a training split: (x, y, labels skipped for having one example, k_neighbors)."""
     counts = Counter(y.tolist())
     if min_count is not None:
-        _check_positive(smote_min_count=min_count)
+        check_positive(smote_min_count=min_count)
     target = max(counts.values()) if min_count is None else min_count
     grow = {label: target for label, count in counts.items() if count < target}
     skipped = sorted(label for label in grow if counts[label] < 2)

@@ -35,7 +35,7 @@ from nosink.corpus.shards import (
     shard_path,
     write_json_atomic,
 )
-from nosink.errors import Choice, NosinkError
+from nosink.errors import Choice, NosinkError, check_positive
 from nosink.plan import Plan
 from nosink.pooling import Pooling
 
@@ -137,8 +137,7 @@ def build_index(
             a setting is out of range, or FAISS is not installed.
     """
     kind = IndexKind.coerce(kind)
-    for name, value in (("hnsw_m", hnsw_m), ("ef_construction", ef_construction), ("ef_search", ef_search)):
-        _check_positive(name, value)
+    check_positive(hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)
     faiss = require_faiss()
     manifest = _finished_manifest(out_dir)
     dim = int(manifest["dimension"])
@@ -268,11 +267,6 @@ def _finished_manifest(out_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def _check_positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise NosinkError(f"{name} must be a positive integer, got {value!r}")
-
-
 # -------------------------------------------------------------------- searching
 
 
@@ -364,7 +358,7 @@ class VectorIndex:
             NosinkError: ``queries`` is not a finite [Q, D] array of the index's dimension, or
                 ``k`` / ``ef_search`` is not a positive integer.
         """
-        _check_positive("k", k)
+        check_positive(k=k)
         queries = np.asarray(queries)
         if queries.ndim != 2 or queries.shape[1] != self.dimension:
             raise NosinkError(
@@ -377,7 +371,7 @@ class VectorIndex:
             return [[] for _ in range(queries.shape[0])]
         if self.kind is IndexKind.HNSW:
             ef = self.ef_search if ef_search is None else ef_search
-            _check_positive("ef_search", ef)
+            check_positive(ef_search=ef)
             self.index.hnsw.efSearch = max(ef, k)
         scores, positions = self.index.search(normalize_rows(queries), k)  # [Q, k] float32, [Q, k] int64
         wanted = sorted({int(p) for p in positions.ravel() if p >= 0})
