@@ -9,16 +9,17 @@ import argparse
 import json
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from nosink import __version__
-from nosink.cli_args import check_model_path, positive_int
+from nosink.cli_args import MODEL_HELP, check_model_path, format_table, positive_int
 from nosink.corpus.commands import add_commands as add_corpus_commands
 from nosink.encoder import DTYPE_CHOICES
 from nosink.errors import NosinkError
 from nosink.eval.commands import add_commands
 from nosink.index.commands import add_commands as add_index_commands
 from nosink.io import INPUT_FORMATS, check_output, read_inputs, write_embeddings
+from nosink.model_commands import add_commands as add_model_commands
 from nosink.plan import NAMED_PLANS, Plan
 from nosink.pooling import Pooling
 
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(commands)
     add_corpus_commands(commands, _subparser)  # embed
     add_index_commands(commands, _subparser)  # index build, search
+    add_model_commands(commands, _subparser)  # convert, models
     return parser
 
 
@@ -162,7 +164,7 @@ def _server_missing(args: argparse.Namespace) -> int:
 
 
 def _add_model_and_plan(parser: argparse.ArgumentParser, *, plan_required: bool = False) -> None:
-    parser.add_argument("--model", required=True, metavar="M", help="hub name or local model folder")
+    parser.add_argument("--model", required=True, metavar="M", help=MODEL_HELP)
     plan_help = "plan string; see `nosink plans`" + ("" if plan_required else " (default: %(default)s)")
     default = None if plan_required else "baseline"
     parser.add_argument("--plan", required=plan_required, default=default, metavar="P", help=plan_help)
@@ -212,13 +214,12 @@ def run_plans(args: argparse.Namespace) -> int:
 
 def run_inspect(args: argparse.Namespace) -> int:
     """``nosink inspect``: the layer calls of a plan on a model, from its config alone."""
-    from transformers import AutoConfig
-
     from nosink.families import family_for
+    from nosink.loading import ModelSource
 
     plan = Plan.coerce(args.plan)
     check_model_path(args.model)
-    config = AutoConfig.from_pretrained(args.model)
+    config = ModelSource.parse(args.model).load_config()
     family_for(config)
     num_layers = config.num_hidden_layers
     schedule = plan.resolve(num_layers)
@@ -231,13 +232,6 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------- helpers
-
-
-def format_table(rows: Sequence[Sequence[str]]) -> str:
-    """Rows as left-aligned columns two spaces apart; the last column is not padded."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]]) for row in rows]
-    return "\n".join(line.rstrip() for line in lines)
 
 
 def _describe(error: BaseException) -> str:

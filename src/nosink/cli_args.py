@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nosink.errors import NosinkError
 
+MODEL_HELP = "hub name, local model folder, or .gguf file"
 SubparserFactory = Callable[..., argparse.ArgumentParser]  # cli._subparser: how command modules add a command
 
 
@@ -38,4 +39,12 @@ def check_model_path(model: str, *, hint: str = "") -> None:
     path = Path(model).expanduser()
     looks_local = path.is_absolute() or model.startswith((".", "~")) or model.endswith(("/", "\\"))
     if looks_local and not path.exists():
-        raise NosinkError(f"model folder {model!r} does not exist{hint}")
+        kind = "GGUF file" if model.lower().endswith(".gguf") else "model folder"
+        raise NosinkError(f"{kind} {model!r} does not exist{hint}")
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as left-aligned columns two spaces apart; the last column is not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]]) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)

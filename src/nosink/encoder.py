@@ -17,6 +17,7 @@ from nosink.attention import AttentionRecord
 from nosink.errors import NosinkError
 from nosink.families import family_for
 from nosink.inputs import Batch, PackedBatch, TextTokenizer, TokenizedText, batches, check_texts, packed_batches
+from nosink.loading import ModelSource
 from nosink.plan import Plan
 from nosink.pooling import Pooling, pool
 from nosink.runner import run_schedule
@@ -88,25 +89,27 @@ class Encoder:
         max_length: int = 512,
         **model_kwargs: Any,
     ) -> Encoder:
-        """Load a decoder (hub name or local folder) without its LM head.
+        """Load a decoder (hub name, local folder or ``.gguf`` file) without its LM head.
 
         ``dtype="auto"`` is float32 on CPU and bfloat16 on CUDA (float16 where bf16 is not
-        supported). Extra keyword arguments go to ``AutoModel.from_pretrained``.
+        supported). A GGUF file is dequantised into that dtype, and its tokenizer is read from the
+        same file (needs ``nosink[gguf]``). Extra keyword arguments go to ``AutoModel.from_pretrained``.
         """
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
-        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=model_kwargs.get("trust_remote_code"))
+        source = ModelSource.parse(name_or_path)
+        config = source.load_config(trust_remote_code=model_kwargs.get("trust_remote_code"))
         family_for(config)  # fail before loading any weights
         Plan.coerce(plan).resolve(config.num_hidden_layers)
         target = resolve_device(device)
         streams_to_device = target.type != "cpu" and importlib.util.find_spec("accelerate") is not None
         if streams_to_device:  # device_map loads straight onto the device, but needs accelerate
             model_kwargs.setdefault("device_map", str(target))
-        model = AutoModel.from_pretrained(name_or_path, dtype=resolve_dtype(dtype, target), **model_kwargs)
+        model = source.load_model(AutoModel, config=config, dtype=resolve_dtype(dtype, target), **model_kwargs)
         if "device_map" not in model_kwargs:
             model.to(target)  # moves the parameters in place; no second copy is kept
         model.eval()
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        tokenizer = source.load_tokenizer()
         return cls(model, tokenizer, plan=plan, pooling=pooling, max_length=max_length)
 
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nosink.cli_args import SubparserFactory, check_model_path, positive_float, positive_int
+from nosink.cli_args import MODEL_HELP, SubparserFactory, check_model_path, positive_float, positive_int
 from nosink.corpus.embed import Engine
 from nosink.corpus.reader import InputFormat
 from nosink.encoder import DTYPE_CHOICES
@@ -32,7 +32,7 @@ def add_commands(commands: argparse._SubParsersAction, make: SubparserFactory) -
     parser = make(commands, "embed", summary=summary, epilog=_EMBED_EXAMPLES, handler=run_embed)
     parser.add_argument("input", metavar="INPUT", help="JSONL, CSV, TSV or Parquet file")
     parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="new, empty, or earlier run's folder")
-    parser.add_argument("--model", required=True, metavar="M", help="hub name or local model folder")
+    parser.add_argument("--model", required=True, metavar="M", help=MODEL_HELP)
     parser.add_argument("--plan", default="baseline", metavar="P", help="plan string (default: %(default)s)")
     parser.add_argument("--pooling", default="mean", choices=[p.value for p in Pooling], help="default: %(default)s")
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="default: %(default)s")

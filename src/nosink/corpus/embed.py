@@ -108,7 +108,7 @@ class EncoderSpec:
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the vectors, as written in the manifest (``encoder`` section)."""
-        from transformers import AutoConfig
+        from nosink.loading import ModelSource
 
         dtype = resolve_dtype(self.dtype, resolve_device(self.device))
         return {
@@ -117,7 +117,7 @@ class EncoderSpec:
             "pooling": Pooling.coerce(self.pooling).value,
             "dtype": str(dtype).removeprefix("torch."),
             "max_length": self.max_length,
-            "dimension": int(AutoConfig.from_pretrained(self.model).hidden_size),
+            "dimension": int(ModelSource.parse(self.model).load_config().hidden_size),
         }
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nosink.cli_args import SubparserFactory
+from nosink.cli_args import MODEL_HELP, SubparserFactory
 from nosink.encoder import DTYPE_CHOICES
 from nosink.errors import NosinkError
 from nosink.plan import Plan
@@ -80,7 +80,7 @@ def add_commands(commands: argparse._SubParsersAction, make: SubparserFactory) -
 
 def _model_options(parser: argparse.ArgumentParser, *, baselines: bool = True, plans: bool = False) -> None:
     kinds = "; st:NAME for sentence-transformers, hf:NAME for a plain HF encoder" if baselines else ""
-    parser.add_argument("--model", required=True, metavar="M", help=f"hub name or local folder{kinds}")
+    parser.add_argument("--model", required=True, metavar="M", help=f"{MODEL_HELP}{kinds}")
     if plans:
         parser.add_argument("--plan", action="append", metavar="P", help="a plan (repeatable; default: baseline)")
     else:

@@ -169,7 +169,7 @@ def run_search(args: argparse.Namespace) -> int:
             record = {"rank": rank, "score": hit.score, "id": hit.id, "position": hit.position, "text": hit.text}
             print(json.dumps(record, ensure_ascii=False))
         return 0
-    from nosink.cli import format_table
+    from nosink.cli_args import format_table
 
     header = ("rank", "score", "id", "text") if index.store_text else ("rank", "score", "id")
     rows = [

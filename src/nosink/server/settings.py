@@ -16,7 +16,7 @@ class ServerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="NOSINK_", extra="forbid")
 
-    model: str = Field(description="hub name or local folder of the decoder")
+    model: str = Field(description="hub name, local folder or .gguf file of the decoder")
     plan: str = Field("baseline", description="conversion plan, e.g. mask0&bidir:k=17,k0=2")
     pooling: Literal["mean", "weighted_mean", "last", "first"] = Field("mean", description="pooling mode")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="weights dtype")
