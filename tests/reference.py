@@ -9,6 +9,7 @@ in eager mode with the explicit mask. Every row is run alone, without padding, p
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -30,8 +31,15 @@ def allowed(pattern: str, m: int, i: int, j: int) -> bool:
     raise ValueError(pattern)
 
 
+@functools.cache
+def window_matrix(window: int, n: int) -> torch.Tensor:
+    """[n, n] bool, True = |i - j| < window: what a sliding-window layer may see (cached, read-only)."""
+    return torch.tensor([[abs(i - j) < window for j in range(n)] for i in range(n)])
+
+
+@functools.cache
 def mask_matrix(pattern: str, m: int, n: int) -> torch.Tensor:
-    """[n, n] bool, True = query i may attend key j."""
+    """[n, n] bool, True = query i may attend key j (cached: never modify the result in place)."""
     return torch.tensor([[allowed(pattern, m, i, j) for j in range(n)] for i in range(n)])
 
 
@@ -151,8 +159,7 @@ class Reference:
         n = h.shape[0]
         mask = mask_matrix(pattern[0], pattern[1], n)
         if getattr(self.config, "layer_types", [None] * (index + 1))[index] == "sliding_attention":
-            window = self.config.sliding_window  # a sliding layer sees only |i - j| < window
-            mask &= torch.tensor([[abs(i - j) < window for j in range(n)] for i in range(n)])
+            mask = mask & window_matrix(self.config.sliding_window, n)  # a sliding layer sees |i - j| < window
         if self.gpt2:
             return gpt2_layer(self.base.h[index], h, mask, self.config)
         if self.hand_written:

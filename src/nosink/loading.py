@@ -111,7 +111,7 @@ def _gguf_error(name: str, error: BaseException) -> NosinkError:
         readable = ", ".join(a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in ("general", "tokenizer"))
         return NosinkError(
             f"transformers cannot dequantise {name!r}: {message.rstrip('.')} "
-            f"(GGUF architectures it reads: {readable}); convert the original checkpoint instead"
+            f"(GGUF architectures it reads: {readable}); load the original, non-GGUF checkpoint instead"
         )
     size = Path(name).stat().st_size
     return NosinkError(
