@@ -1,50 +1,70 @@
 """Throughput and utilisation of nosink against vanilla transformers and sentence-transformers, in one run.
 
-    python benchmarks/throughput.py [--config small|qwen2.5-0.5b|tinyllama-1.1b] [--texts 128] [--repeats 3]
-                                    [--threads N] [--k K] [--util-batch 16x128] [--profile] [--out result.json]
+    python benchmarks/throughput.py [--config small|qwen2.5-0.5b|tinyllama-1.1b]
+                                    [--real smollm2-135m-instruct|gemma-3-270m] (instead of --config)
+                                    [--texts 128] [--repeats 3] [--threads N] [--k K] [--util-batch 16x128]
+                                    [--profile] [--out result.json]
 
-Model: a random-initialised model (no download) with a real model's shapes (``--config``) and
+Model: either a random-initialised model (no download) with a real model's shapes (``--config``) and
 stories260k's tokenizer (vocab 512, so ``vocab_size`` is set to 512: the embedding lookup is the
 only part of the encoder forward that depends on the vocabulary, so the compute is unchanged; token
-counts differ from the real models' tokenizers). It is saved to a temporary folder so that
-sentence-transformers loads the same weights.
+counts differ from the real models' tokenizers), saved to a temporary folder so that
+sentence-transformers loads the same weights; or (``--real``) a real LLM provisioned by
+``nosink.provision`` (SmolLM2-135M-Instruct, Gemma-3-270M; float32 folders converted from GGUF,
+offline once cached) with its own tokenizer, which sentence-transformers loads from the same folder.
 
 Texts: Banking77 and Emotion training texts from ../shared/data (a real mix of lengths), batched
 as ``Encoder.encode`` batches them (longest first, 32 per batch). Every side runs on the same
 padded batches, round-robin over ``--repeats`` (round 0 warms up), and medians are reported:
 
-* ``Encoder.hidden_states`` under each plan, against the vanilla forward ``model(ids, mask)``
-  (causal) and the same with ``config.is_causal = False`` (transformers 5's bidirectional switch,
-  which sentence-transformers sets with ``config_kwargs={"is_causal": False}``);
+* ``Encoder.hidden_states`` under each plan, against the vanilla forward ``model(ids, mask, use_cache=False)``
+  (causal; nosink's own forward fills no KV cache either) and the same with ``config.is_causal = False``
+  (transformers 5's bidirectional switch, which sentence-transformers sets with
+  ``config_kwargs={"is_causal": False}``);
 * ``Encoder.encode`` (tokenize + batch + forward + mean pool) against sentence-transformers'
   ``SentenceTransformer.encode`` (Transformer + mean Pooling, ``is_causal=False``) on the texts.
 
 Throughput counts real (non-pad) tokens. Utilisation: counted FLOPs (2 x matmul params x tokens,
-plus 4 x T x T x d_head x heads per layer call and sequence, on padded shapes) per second of one
-``--util-batch`` batch, against a float32 matmul peak (``torch.mm`` of 2048 x 2048, best of
-several) measured in the same run.
+plus 4 x T x T x head_dim x query heads per layer call and sequence, on padded shapes; see
+``common.batch_flops``) per second of one ``--util-batch`` batch, against a float32 matmul peak
+(``torch.mm`` of 2048 x 2048, best of several) measured in the same run. The Linear part is checked
+against ``torch.utils.flop_counter`` on that batch (``flops_check``).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import transformers
-from common import SHARED, mixed_texts, round_robin
+from common import (
+    SHARED,
+    against,
+    batch_flops,
+    equality,
+    forward_sides,
+    layer_calls,
+    matmul_flops_per_token,
+    mixed_texts,
+    model_spec,
+    plans_for,
+    ratio_text,
+    real_model,
+    round_robin,
+    torch_counted_flops,
+)
 from transformers import AutoTokenizer
 
 from nosink import Encoder
+from nosink.encoder import pad_id
 from nosink.inputs import batches
-from nosink.plan import Plan
+from nosink.provision import REAL_MODELS
 
 BATCH_SIZE = 32
 
@@ -56,18 +76,6 @@ CONFIGS: dict[str, dict] = {
     "tinyllama-1.1b": {"cls": "LlamaConfig", "hidden_size": 2048, "num_hidden_layers": 22, "num_attention_heads": 32,
                        "num_key_value_heads": 4, "intermediate_size": 5632},
 }  # fmt: skip
-
-
-def plans_for(layers: int, k: int) -> list[str]:
-    return [
-        "baseline",
-        f"inplace-bidir:k={layers}",
-        f"mask0-bidir:k={k}",
-        f"mask0&bidir:k={k},k0=1",
-        f"inter-back:k={k}",
-        f"extra-back:k={k}",
-        f"extend-back:k={k}",
-    ]
 
 
 def build_model(folder: Path, name: str) -> tuple[torch.nn.Module, object]:
@@ -86,41 +94,17 @@ def sentence_transformer(folder: Path, threads: int):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
-    module = Transformer(str(folder), config_kwargs={"is_causal": False}, model_kwargs={"dtype": torch.float32})
+    # Plain text in, as nosink gets it: sentence-transformers 6 would otherwise wrap every text in the chat
+    # template of a tokenizer that has one (SmolLM2's adds a 20-token system prompt).
+    text_only = {"text": {"method": "forward", "method_output_name": "last_hidden_state"}}
+    module = Transformer(
+        str(folder), config_kwargs={"is_causal": False}, model_kwargs={"dtype": torch.float32},
+        modality_config=text_only, module_output_name="token_embeddings",
+    )  # fmt: skip
     pooling = Pooling(module.get_embedding_dimension(), pooling_mode="mean")
     model = SentenceTransformer(modules=[module, pooling], device="cpu").eval()
     torch.set_num_threads(threads)
     return model
-
-
-@contextlib.contextmanager
-def bidirectional(model: torch.nn.Module):
-    """transformers 5: ``config.is_causal = False`` makes the model build a bidirectional (padding-only) mask."""
-    previous = getattr(model.config, "is_causal", True)
-    model.config.is_causal = False
-    try:
-        yield
-    finally:
-        model.config.is_causal = previous
-
-
-def matmul_flops_per_token(model: torch.nn.Module) -> int:
-    """2 x parameters of the decoder layers' Linear weights (the embedding is a lookup, norms are elementwise)."""
-    params = sum(m.weight.numel() for m in model.layers.modules() if isinstance(m, torch.nn.Linear))
-    return 2 * params // len(model.layers)  # per layer call
-
-
-def layer_calls(plan: str, layers: int) -> int:
-    """Decoder-layer calls of one forward under ``plan`` (the prefix plus every branch)."""
-    return len(Plan.coerce(plan).resolve(layers).rows())
-
-
-def batch_flops(model: torch.nn.Module, calls: int, shape: tuple[int, int]) -> float:
-    b, t = shape
-    config = model.config
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    attention = 4 * t * t * head_dim * config.num_attention_heads * b  # QK^T and PV, per layer call
-    return float(calls * (matmul_flops_per_token(model) * b * t + attention))
 
 
 def matmul_peak(repeats: int = 5, size: int = 2048) -> float:
@@ -136,7 +120,9 @@ def matmul_peak(repeats: int = 5, size: int = 2048) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", choices=sorted(CONFIGS), default="small")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--config", choices=sorted(CONFIGS), default=None, help="random model of this shape (small)")
+    source.add_argument("--real", choices=sorted(REAL_MODELS), default=None, help="a real provisioned LLM instead")
     parser.add_argument("--texts", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -148,71 +134,43 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     texts = mixed_texts(args.texts)
-    result: dict = {
-        "config": args.config,
-        "spec": CONFIGS[args.config],
-        "texts": len(texts),
-        "repeats": args.repeats,
-        "threads": torch.get_num_threads(),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
-    }
-    with tempfile.TemporaryDirectory() as folder:
-        model, tokenizer = build_model(Path(folder), args.config)
+    with tempfile.TemporaryDirectory() as temporary:
+        if args.real:
+            model, tokenizer, folder = real_model(args.real)
+        else:
+            folder = Path(temporary)
+            model, tokenizer = build_model(folder, args.config or "small")
+        result: dict = {
+            "config": args.real or args.config or "small",
+            "source": "real" if args.real else "random",
+            "folder": str(folder) if args.real else None,
+            "spec": model_spec(model.config),
+            "texts": len(texts),
+            "repeats": args.repeats,
+            "threads": torch.get_num_threads(),
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+            "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        }
         layers = model.config.num_hidden_layers
         k = args.k or layers // 2
         plans = plans_for(layers, k)
         encoders = {plan: Encoder.from_model(model, tokenizer, plan=plan) for plan in plans}
-        first = encoders[plans[0]]
-        rows = first.tokenize(texts)
+        rows = encoders[plans[0]].tokenize(texts)
+        # right padding: the vanilla forward's default positions are then the real tokens' own
         groups = list(
-            batches(rows, batch_size=BATCH_SIZE, max_tokens_per_batch=None, pad_id=0, left_padding=False,
-                    device=torch.device("cpu"))
+            batches(rows, batch_size=BATCH_SIZE, max_tokens_per_batch=None, pad_id=pad_id(tokenizer),
+                    left_padding=False, device=torch.device("cpu"))
         )  # fmt: skip
         real = sum(int(g.attention_mask.sum()) for g in groups)
         padded = sum(g.input_ids.numel() for g in groups)
         result.update(tokens=real, padded_tokens=padded, batches=len(groups), k=k, layers=layers)
 
         # ---- correctness: the matching vanilla forward gives the same states
-        with torch.inference_mode():
-            g = groups[0]
-            causal = model(input_ids=g.input_ids, attention_mask=g.attention_mask).last_hidden_state
-            with bidirectional(model):
-                bidir = model(input_ids=g.input_ids, attention_mask=g.attention_mask, is_causal=False).last_hidden_state
-            real_mask = g.attention_mask.bool()
-            diff_causal = (encoders["baseline"].hidden_states(g.input_ids, g.attention_mask) - causal)[real_mask]
-            diff_bidir = (encoders[f"inplace-bidir:k={layers}"].hidden_states(g.input_ids, g.attention_mask) - bidir)[
-                real_mask
-            ]
-        result["max_abs_diff"] = {
-            "baseline_vs_causal": float(diff_causal.abs().max()),
-            "inplace_bidir_L_vs_is_causal_false": float(diff_bidir.abs().max()),
-        }
+        result["equality"] = equality(model, encoders, groups[0], layers)
+        result["max_abs_diff"] = {key: row["max_abs_diff"] for key, row in result["equality"].items()}
 
         # ---- forward throughput on the corpus batches
-        @torch.inference_mode()
-        def vanilla_causal() -> None:
-            for g in groups:
-                model(input_ids=g.input_ids, attention_mask=g.attention_mask)
-
-        @torch.inference_mode()
-        def vanilla_bidir() -> None:
-            with bidirectional(model):
-                for g in groups:
-                    model(input_ids=g.input_ids, attention_mask=g.attention_mask, is_causal=False)
-
-        def plan_run(encoder: Encoder) -> Callable[[], None]:
-            def run() -> None:
-                for g in groups:
-                    encoder.hidden_states(g.input_ids, g.attention_mask)
-
-            return run
-
-        sides: dict[str, Callable[[], object]] = {
-            "vanilla causal": vanilla_causal,
-            "vanilla is_causal=False": vanilla_bidir,
-        }
-        sides.update({plan: plan_run(encoder) for plan, encoder in encoders.items()})
+        sides = forward_sides(model, encoders, [(g.input_ids, g.attention_mask) for g in groups])
         mask0 = encoders[f"mask0&bidir:k={k},k0=1"]
         sides["Encoder.encode (mask0&bidir)"] = lambda: mask0.encode(texts, show_progress_bar=False)
         if not args.no_st:
@@ -222,25 +180,11 @@ def main() -> None:
             )
         samples = round_robin(sides, args.repeats)
         med = {name: statistics.median(values) for name, values in samples.items()}
-        inplace = med[f"inplace-bidir:k={layers}"]
-        reference = {
-            "baseline": "vanilla causal",
-            f"inplace-bidir:k={layers}": "vanilla is_causal=False",
-            f"mask0-bidir:k={k}": "vanilla is_causal=False",
-            f"mask0&bidir:k={k},k0=1": "vanilla is_causal=False",
-        }
         table = []
         for name, seconds in med.items():
             entry: dict = {"side": name, "median_s": seconds, "runs_s": samples[name], "tokens_per_s": real / seconds}
             entry["texts_per_s"] = len(texts) / seconds
-            if name in reference:
-                entry["vs"] = reference[name]
-                entry["ratio"] = med[reference[name]] / seconds  # throughput ratio: >1 is faster
-            if name.startswith(("inter-", "extra-", "extend-")):
-                bound = (layers + k) / layers
-                entry["vs"] = f"(L+k)/L x inplace-bidir:k={layers}"
-                entry["time_over_inplace"] = seconds / inplace
-                entry["bound"] = bound
+            entry |= against(name, med, layers, k)
             if name.startswith("Encoder.encode") and "sentence-transformers encode" in med:
                 entry["vs"] = "sentence-transformers encode"
                 entry["ratio"] = med["sentence-transformers encode"] / seconds
@@ -249,30 +193,24 @@ def main() -> None:
 
         # ---- utilisation on one fixed, unpadded batch of >= 2048 tokens
         b, t = (int(x) for x in args.util_batch.split("x"))
-        ids = torch.randint(3, len(tokenizer), (b, t))
+        ids = torch.randint(3, min(len(tokenizer), model.config.vocab_size), (b, t))
         ones = torch.ones_like(ids)
-
-        @torch.inference_mode()
-        def util_causal() -> None:
-            model(input_ids=ids, attention_mask=ones)
-
-        @torch.inference_mode()
-        def util_bidir() -> None:
-            with bidirectional(model):
-                model(input_ids=ids, attention_mask=ones, is_causal=False)
-
-        util_sides = {"vanilla causal": (util_causal, layers), "vanilla is_causal=False": (util_bidir, layers)}
-        for plan in ("baseline", f"inplace-bidir:k={layers}", f"mask0&bidir:k={k},k0=1"):
-            util_sides[plan] = (lambda e=encoders[plan]: e.hidden_states(ids, ones), layer_calls(plan, layers))
+        util_plans = ("baseline", f"inplace-bidir:k={layers}", f"mask0&bidir:k={k},k0=1")
+        util_runs = forward_sides(model, {plan: encoders[plan] for plan in util_plans}, [(ids, ones)])
+        calls = {name: layer_calls(name, layers) if name in util_plans else layers for name in util_runs}
+        counted = torch_counted_flops(util_runs["vanilla causal"])  # on CPU torch counts the Linear layers' mm only
+        result["flops_check"] = {
+            "linear_flops_counted_here": matmul_flops_per_token(model) * layers * b * t,
+            "torch_flop_counter": counted,
+        }
         peaks: list[float] = []
-        util_runs = {name: run for name, (run, _) in util_sides.items()}
         util_runs["matmul peak"] = lambda: peaks.append(matmul_peak())  # measured every round, best kept
         util_samples = round_robin(util_runs, max(2, args.repeats))
         peak = max(peaks)
         util = []
-        for name, (_, calls) in util_sides.items():
+        for name, layer_count in calls.items():
             seconds = statistics.median(util_samples[name])
-            flops = batch_flops(model, calls, (b, t))
+            flops = batch_flops(model, layer_count, (b, t))
             rate = flops / seconds
             util.append(
                 {"side": name, "median_s": seconds, "gflops": flops / 1e9, "gflops_per_s": rate / 1e9}
@@ -298,8 +236,9 @@ def main() -> None:
 def report(result: dict) -> None:
     spec = result["spec"]
     print(
-        f"{result['config']}: L={spec['num_hidden_layers']} D={spec['hidden_size']} "
-        f"heads={spec['num_attention_heads']}/{spec['num_key_value_heads']} ffn={spec['intermediate_size']}, "
+        f"{result['config']} ({result['source']}, {spec['model_type']}): L={spec['num_hidden_layers']} "
+        f"D={spec['hidden_size']} heads={spec['num_attention_heads']}/{spec['num_key_value_heads']} "
+        f"head_dim={spec['head_dim']} ffn={spec['intermediate_size']} vocab={spec['vocab_size']}, "
         f"torch {result['versions']['torch']}, transformers {result['versions']['transformers']}, "
         f"{result['threads']} threads"
     )
@@ -307,16 +246,22 @@ def report(result: dict) -> None:
         f"{result['texts']} texts, {result['tokens']} real tokens ({result['padded_tokens']} padded) in "
         f"{result['batches']} batches of <= {BATCH_SIZE}; medians of {result['repeats']} round-robin repeats"
     )
-    print(f"max |diff|: {result['max_abs_diff']}")
+    for key, row in result["equality"].items():
+        print(f"{key}: max |diff| {row['max_abs_diff']:.3g} (max |state| {row['max_abs_ref']:.3g}), "
+              f"min cosine of pooled vectors {row['min_cosine']:.6f}")  # fmt: skip
     print("\n| side | median s | tokens/s | vs | ratio |\n|---|---:|---:|---|---:|")
     for row in result["throughput"]:
-        if "bound" in row:
-            ratio = f"{row['time_over_inplace']:.3f}x time (bound {row['bound']:.3f})"
-        elif "ratio" in row:
-            ratio = f"{row['ratio']:.3f}x"
-        else:
-            ratio = ""
-        print(f"| {row['side']} | {row['median_s']:.3f} | {row['tokens_per_s']:.0f} | {row.get('vs', '')} | {ratio} |")
+        print(
+            f"| {row['side']} | {row['median_s']:.3f} | {row['tokens_per_s']:.0f} | {row.get('vs', '')} "
+            f"| {ratio_text(row)} |"
+        )
+    check = result["flops_check"]
+    torch_mm = sum(n for op, n in check["torch_flop_counter"].items() if op.endswith(("mm", "addmm", "bmm")))
+    linear = check["linear_flops_counted_here"]
+    print(
+        f"\nFLOP check, vanilla causal on the utilisation batch: Linear layers {linear / 1e9:.2f} GFLOP counted "
+        f"here, {torch_mm / 1e9:.2f} GFLOP of matmuls by torch.utils.flop_counter"
+    )
     util = result["utilisation"]
     b, t = util["batch"]
     print(
