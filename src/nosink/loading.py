@@ -62,7 +62,11 @@ class ModelSource:
         return {"gguf_file": self.gguf_file} if self.gguf_file else {}
 
     def load_config(self, **kwargs: Any) -> Any:
-        """The model's ``PretrainedConfig`` (for a GGUF: parsed from its metadata, with clear errors)."""
+        """The model's ``PretrainedConfig``; for a GGUF, parsed from its metadata, with clear errors.
+
+        Parsing reads the whole file's layout, so a truncated file or an architecture transformers
+        cannot read fails here: load the config first, as every caller does, before the weights.
+        """
         from transformers import AutoConfig
 
         with self._gguf_errors():
@@ -76,8 +80,7 @@ class ModelSource:
             # Dense weights and the model's own attention: where transformers can keep GGUF blocks packed
             # (with kernels on a GPU), it also switches to a fused attention that nosink's masks never reach.
             kwargs.setdefault("quantization_config", GgufConfig(dequantize=True))
-        with self._gguf_errors():
-            model = auto_class.from_pretrained(self.path, **self.kwargs(), **kwargs)
+        model = auto_class.from_pretrained(self.path, **self.kwargs(), **kwargs)
         if self.is_gguf:
             model.config._name_or_path = self.name  # our own object: records name the file, not its folder
         return model
@@ -86,12 +89,11 @@ class ModelSource:
         """The tokenizer stored with the model (for a GGUF: the one in the file's metadata)."""
         from transformers import AutoTokenizer
 
-        with self._gguf_errors():
-            return AutoTokenizer.from_pretrained(self.path, **self.kwargs(), **kwargs)
+        return AutoTokenizer.from_pretrained(self.path, **self.kwargs(), **kwargs)
 
     @contextmanager
     def _gguf_errors(self) -> Iterator[None]:
-        """Turns transformers' errors on a GGUF file into one NosinkError that says what is wrong with it."""
+        """Turns transformers' errors on reading a GGUF file into one NosinkError that says what is wrong."""
         try:
             yield
         except _READ_ERRORS as error:
@@ -100,7 +102,7 @@ class ModelSource:
             raise _gguf_error(self.name, error) from None
 
 
-_READ_ERRORS = (ValueError, IndexError, KeyError, TypeError, NotImplementedError, OSError)
+_READ_ERRORS = (ValueError, IndexError, KeyError, TypeError, NotImplementedError)  # what a bad file raises
 
 
 def _gguf_error(name: str, error: BaseException) -> NosinkError:
