@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nosink.attention import AttentionRecord
-from nosink.errors import NosinkError
+from nosink.errors import NosinkError, check_bool
 from nosink.families import family_for
 from nosink.inputs import Batch, PackedBatch, TextTokenizer, TokenizedText, batches, check_texts, packed_batches
 from nosink.loading import ModelSource
@@ -101,7 +101,7 @@ class Encoder:
         config = source.load_config(trust_remote_code=model_kwargs.get("trust_remote_code"))
         family_for(config)  # fail before loading any weights
         Plan.coerce(plan).resolve(config.num_hidden_layers)
-        target = resolve_device(device)
+        target = check_available(resolve_device(device))
         streams_to_device = target.type != "cpu" and importlib.util.find_spec("accelerate") is not None
         if streams_to_device:  # device_map loads straight onto the device, but needs accelerate
             model_kwargs.setdefault("device_map", str(target))
@@ -242,8 +242,7 @@ class Encoder:
 
         ``progress``, if given, is called with the number of rows of every finished batch.
         """
-        if not isinstance(packing, bool):
-            raise NosinkError(f"packing must be True or False, got {packing!r}")
+        check_bool(packing=packing, normalize=normalize)
         output = np.zeros((len(rows), self.dim), dtype=np.float32)
         run = self.run_batches(
             rows,
@@ -327,8 +326,10 @@ class Encoder:
 
         With ``packing`` the batches are :class:`~nosink.inputs.PackedBatch` (several texts per row).
         """
+        if show_progress_bar is not None:
+            check_bool(show_progress_bar=show_progress_bar)
         options = {
-            "batch_size": batch_size or DEFAULT_BATCH_SIZE,
+            "batch_size": DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
             "max_tokens_per_batch": max_tokens_per_batch,
             "pad_id": pad_id(self.tokenizer),
             "device": self.device,
@@ -361,6 +362,16 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
         return torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise NosinkError(f"unknown device {device!r}: {error}") from None
+
+
+def check_available(device: torch.device) -> torch.device:
+    """``device`` if this process can load weights onto it; NosinkError for CUDA without CUDA, and for meta."""
+    if device.type == "cuda" and not torch.cuda.is_available():
+        why = "is a CPU-only build" if torch.version.cuda is None else "sees no CUDA device"
+        raise NosinkError(f"device {str(device)!r} was asked for, but torch {torch.__version__} {why}; use cpu")
+    if device.type == "meta":
+        raise NosinkError("device 'meta' holds no weights, so it cannot encode; use cpu or cuda")
+    return device
 
 
 def resolve_dtype(dtype: torch.dtype | str, device: torch.device) -> torch.dtype:

@@ -17,6 +17,13 @@ def check_positive(**values: object) -> None:
             raise NosinkError(f"{name} must be a positive integer, got {value!r}")
 
 
+def check_bool(**values: object) -> None:
+    """NosinkError unless every value is ``True`` or ``False`` (``1`` and ``"yes"`` are not)."""
+    for name, value in values.items():
+        if not isinstance(value, bool):
+            raise NosinkError(f"{name} must be True or False, got {value!r}")
+
+
 C = TypeVar("C", bound="Choice")
 
 

@@ -278,10 +278,12 @@ def _pack(rows: list[TokenizedText], group: list[int], width: int, pad_id: int, 
 
 
 def _check_limits(batch_size: int, max_tokens_per_batch: int | None) -> None:
-    if batch_size < 1:
-        raise NosinkError(f"batch_size must be >= 1, got {batch_size}")
-    if max_tokens_per_batch is not None and max_tokens_per_batch < 1:
-        raise NosinkError(f"max_tokens_per_batch must be >= 1, got {max_tokens_per_batch}")
+    limits = {"batch_size": batch_size, "max_tokens_per_batch": max_tokens_per_batch}
+    for name, value in limits.items():
+        if value is None and name == "max_tokens_per_batch":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise NosinkError(f"{name} must be >= 1 (an integer), got {value!r}")
 
 
 def partition(lengths: list[int], *, batch_size: int, max_tokens: int | None, batch_cost: int) -> list[tuple[int, int]]:

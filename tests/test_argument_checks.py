@@ -1,0 +1,84 @@
+"""Bad arguments are refused with one clear error instead of being silently replaced (issue 13, items 15, 16, 19)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_model, tiny_tokenizer
+
+import nosink.eval
+from nosink import Encoder, NosinkError
+from nosink.cli import main
+from nosink.encoder import check_available
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Encoder:
+    return Encoder.from_model(tiny_model("llama"), tiny_tokenizer(), plan="mask0-bidir:k=2")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"batch_size": 0}, r"batch_size must be >= 1 \(an integer\), got 0"),
+        ({"batch_size": 2.5}, r"batch_size must be >= 1 \(an integer\), got 2.5"),
+        ({"batch_size": True}, r"batch_size must be >= 1 \(an integer\), got True"),
+        ({"max_tokens_per_batch": 0.5}, r"max_tokens_per_batch must be >= 1 \(an integer\), got 0.5"),
+        ({"normalize": "yes"}, "normalize must be True or False, got 'yes'"),
+        ({"normalize": 1}, "normalize must be True or False, got 1"),
+        ({"show_progress_bar": "x"}, "show_progress_bar must be True or False, got 'x'"),
+    ],
+)
+def test_encode_refuses_what_it_used_to_replace_or_accept(encoder: Encoder, arguments: dict, message: str) -> None:
+    with pytest.raises(NosinkError, match=message):
+        encoder.encode(["the cat sat"], **arguments)
+
+
+def test_the_defaults_and_valid_values_still_work(encoder: Encoder) -> None:
+    default = encoder.encode(["the cat sat", "a dog"])
+    explicit = encoder.encode(["the cat sat", "a dog"], batch_size=1, normalize=False, show_progress_bar=False)
+    torch.testing.assert_close(torch.from_numpy(explicit), torch.from_numpy(default), atol=1e-5, rtol=0)
+    with pytest.raises(NosinkError, match="show_progress_bar must be True or False"):
+        encoder.encode_tokens(["the cat sat"], show_progress_bar="x")
+
+
+def test_a_device_this_torch_cannot_load_onto_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    expected = r"device 'cuda' was asked for, but torch .* (is a CPU-only build|sees no CUDA device); use cpu"
+    with pytest.raises(NosinkError, match=expected):
+        check_available(torch.device("cuda"))
+    with pytest.raises(NosinkError, match="device 'meta' holds no weights"):
+        check_available(torch.device("meta"))
+    assert check_available(torch.device("cpu")) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "meta"])
+def test_cli_device_errors_are_one_line_before_any_weight_loads(
+    device: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    folder = tmp_path / "model"
+    tiny_model("llama").save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("the cat sat\n")
+    capsys.readouterr()  # saving printed a progress bar
+    argv = ["encode", "--model", str(folder), "--device", device, str(texts), "-o", str(tmp_path / "v.npy")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: device '{device}'") and err.count("\n") == 1
+    assert not (tmp_path / "v.npy").exists()
+
+
+def test_nosink_eval_exports_the_functions_the_readme_names() -> None:
+    from nosink.eval.sink import attention_maps
+    from nosink.eval.tasks import evaluate_sts
+
+    names = ("evaluate_sts", "evaluate_classification", "evaluate_domain", "ner_probe", "run_sweep")
+    names += ("attention_maps", "sink_scores", "NosinkMTEBModel")
+    assert all(callable(getattr(nosink.eval, name)) for name in names)
+    assert nosink.eval.evaluate_sts is evaluate_sts and nosink.eval.attention_maps is attention_maps
+    with pytest.raises(AttributeError, match="no attribute 'evaluate_everything'"):
+        nosink.eval.evaluate_everything  # noqa: B018
