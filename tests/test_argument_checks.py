@@ -1,15 +1,17 @@
-"""Bad arguments are refused with one clear error instead of being silently replaced (issue 13, items 15, 16, 19)."""
+"""Bad arguments get one clear error instead of silent replacement or wrong output (issue 13, items 15, 16, 19)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_model, tiny_tokenizer
 
 import nosink.eval
-from nosink import Encoder, NosinkError
+from nosink import Encoder, NosinkError, Plan
 from nosink.cli import main
 from nosink.encoder import check_available
 
@@ -82,3 +84,39 @@ def test_nosink_eval_exports_the_functions_the_readme_names() -> None:
     assert nosink.eval.evaluate_sts is evaluate_sts and nosink.eval.attention_maps is attention_maps
     with pytest.raises(AttributeError, match="no attribute 'evaluate_everything'"):
         nosink.eval.evaluate_everything  # noqa: B018
+
+
+@pytest.mark.parametrize("text", ["mask٠-bidir:k=2", "mask0-bidir:k=٣", "inter-mask٢:k=1", "layers:0..١=bidir"])
+def test_plan_digits_are_ascii_only(text: str) -> None:
+    with pytest.raises(NosinkError):
+        Plan.coerce(text)
+
+
+def test_a_sink_index_beyond_any_context_is_refused() -> None:
+    with pytest.raises(NosinkError, match=r"m must be at most 1,000,000, got m=9999999999999999999 .*backward"):
+        Plan.coerce("mask9999999999999999999-bidir:k=2")
+    assert str(Plan.coerce("mask1000000-bidir:k=2")) == "mask1000000-bidir:k=2"
+
+
+def test_sweep_refuses_a_plan_it_would_ignore(capsys) -> None:
+    argv = ["sweep", "--model", "m", "--task", "sts", "--data", "d", "--family", "mask0-bidir", "--plan", "baseline"]
+    assert main(argv) == 2
+    assert "unrecognized arguments: --plan baseline" in capsys.readouterr().err
+
+
+def test_undefined_metrics_are_null_in_a_strict_json_record(tmp_path: Path) -> None:
+    from nosink.eval.results import write_record
+
+    record = {"metrics": {"spearman": float("nan"), "scores": np.array([1.0, np.inf])}}
+    path = write_record(record, tmp_path / "r.json")
+    expected = {"metrics": {"spearman": None, "scores": [1.0, None]}}
+    assert json.loads(path.read_text(), parse_constant=pytest.fail) == expected  # NaN/Infinity would fail
+
+
+def test_sts_with_constant_gold_scores_is_refused(encoder: Encoder) -> None:
+    from nosink.eval.data import PairsData
+    from nosink.eval.tasks import evaluate_sts
+
+    data = PairsData(["the cat sat", "a dog"], ["a cat", "the dog ran"], [3.0, 3.0])
+    with pytest.raises(NosinkError, match=r"every gold score is 3\.0: a correlation with constant gold scores"):
+        evaluate_sts(encoder, data)

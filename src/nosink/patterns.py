@@ -37,7 +37,8 @@ class Pattern(str, Enum):
 
 
 _SINK_PATTERNS = (Pattern.NOSINK, Pattern.NOSINK_CAUSAL)
-_LAYER_PATTERN_RE = re.compile(r"^(?P<kind>[a-z_]+)(?:@(?P<m>-?\d+))?$")
+_LAYER_PATTERN_RE = re.compile(r"^(?P<kind>[a-z_]+)(?:@(?P<m>-?\d+))?$", re.ASCII)  # digits 0-9 only
+MAX_SINK_INDEX = 1_000_000  # m >= T - 1 already hides every earlier token (the backward pattern)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,11 @@ class LayerPattern:
         object.__setattr__(self, "kind", Pattern(self.kind))
         if self.m < 0:
             raise NosinkError(f"the sink index m must be >= 0, got m={self.m}")
+        if self.m > MAX_SINK_INDEX:
+            raise NosinkError(
+                f"the sink index m must be at most {MAX_SINK_INDEX:,}, got m={self.m} "
+                "(any m >= T - 1 already hides every earlier token: that is the backward pattern)"
+            )
         if self.m and self.kind not in _SINK_PATTERNS:
             raise NosinkError(f"only nosink patterns take a sink index; got {self.kind.value}@{self.m}")
 

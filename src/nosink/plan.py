@@ -62,13 +62,15 @@ NAMED_PLANS: tuple[tuple[str, str, str], ...] = (
 )
 
 _X_NAMES = {"bidir": LayerPattern(Pattern.BIDIR), "back": LayerPattern(Pattern.BACKWARD)}
+# re.ASCII everywhere: \d is 0-9 only, so "mask٠-bidir:k=٣" (Arabic-Indic digits) is not a plan.
 _NAME_RE = re.compile(
     r"^(?:(?P<arch>inplace|inter|extra|extend)-(?P<x>bidir|back|mask\d+)"
-    r"|mask(?P<m>\d+)(?P<mask>-bidir|-for|-all|&bidir))$"
+    r"|mask(?P<m>\d+)(?P<mask>-bidir|-for|-all|&bidir))$",
+    re.ASCII,
 )
-_PARAM_RE = re.compile(r"^(k|k0)=(\d+)$")
-_RULE_RE = re.compile(r"^(?P<a>-?\d+)(?:\.\.(?P<b>-?\d+))?=(?P<p>.+)$")
-_REPEAT_RE = re.compile(r"^(?P<p>[^*]+)\*(?P<n>\d+)$")
+_PARAM_RE = re.compile(r"^(k|k0)=(\d+)$", re.ASCII)
+_RULE_RE = re.compile(r"^(?P<a>-?\d+)(?:\.\.(?P<b>-?\d+))?=(?P<p>.+)$", re.ASCII)
+_REPEAT_RE = re.compile(r"^(?P<p>[^*]+)\*(?P<n>\d+)$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,7 @@ class Plan:
                 raise NosinkError(f"plan parameter {name} must be an integer >= 0, got {value!r}")
         if self.k0 > self.k:
             raise NosinkError(f"k0 must be <= k (k0 of the top k layers are nosink), got k={self.k}, k0={self.k0}")
+        LayerPattern(Pattern.NOSINK, self.m)  # the sink index's own bounds, checked when the plan is made
         if self.kind in (PlanKind.INPLACE, *_BRANCHED) and self.pattern is None:
             raise NosinkError(f"a {self.kind.value} plan needs a pattern X")
 
@@ -395,7 +398,7 @@ def _reference_pattern(mask_type: str) -> LayerPattern:
     name = str(mask_type).upper()
     if name == "BACK":
         return LayerPattern(Pattern.BACKWARD)
-    match = re.fullmatch(r"MASK(\d+)", name)
+    match = re.fullmatch(r"MASK(\d+)", name, re.ASCII)
     if match is None:
         raise NosinkError(f"unknown mask_type {mask_type!r}; the released code uses MASK0 (or MASKm) and BACK")
     return LayerPattern(Pattern.NOSINK, int(match[1]))

@@ -78,13 +78,17 @@ def add_commands(commands: argparse._SubParsersAction, make: SubparserFactory) -
 # -------------------------------------------------------------------- arguments
 
 
-def _model_options(parser: argparse.ArgumentParser, *, baselines: bool = True, plans: bool = False) -> None:
+def _model_options(
+    parser: argparse.ArgumentParser, *, baselines: bool = True, plans: bool = False, plan: bool = True
+) -> None:
+    """--model and the encoder options; ``plans``: --plan repeatable; ``plan=False``: no --plan at all (sweep)."""
     kinds = "; st:NAME for sentence-transformers, hf:NAME for a plain HF encoder" if baselines else ""
     parser.add_argument("--model", required=True, metavar="M", help=f"{MODEL_HELP}{kinds}")
     if plans:
         parser.add_argument("--plan", action="append", metavar="P", help="a plan (repeatable; default: baseline)")
-    else:
+    elif plan:
         parser.add_argument("--plan", default="baseline", metavar="P", help="plan string (default: %(default)s)")
+    # else the command chooses its plans itself (sweep): argparse refuses a --plan that would be ignored
     parser.add_argument("--pooling", default="mean", choices=[p.value for p in Pooling], help="default: %(default)s")
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
     parser.add_argument("--device", metavar="D", help="cpu, cuda, cuda:1 … (default: cuda when available)")
@@ -159,7 +163,7 @@ def _add_mteb(tasks: argparse._SubParsersAction, make: SubparserFactory) -> None
 
 
 def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    _model_options(parser, baselines=False)
+    _model_options(parser, baselines=False, plan=False)
     parser.add_argument("--task", required=True, choices=("sts", "classification"))
     parser.add_argument("--data", metavar="PATH", help="sts: validation pairs")
     parser.add_argument("--train", metavar="PATH", help="classification: training texts")

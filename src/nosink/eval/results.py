@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import math
 import platform
 import sys
 import time
@@ -64,10 +65,14 @@ def run_record(
 
 
 def write_record(record: dict[str, Any], path: str | Path) -> Path:
-    """Write the record as indented JSON (creating folders); returns the path."""
+    """Write the record as indented, strict JSON (creating folders); returns the path.
+
+    An undefined metric (NaN, e.g. a correlation with constant predictions) is written as ``null``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+    text = json.dumps(_finite(record), indent=2, default=_jsonable, allow_nan=False)  # strict JSON: no NaN
+    path.write_text(text + "\n", encoding="utf-8")
     return path
 
 
@@ -78,7 +83,18 @@ def default_record_path(task: str, folder: str | Path = "results") -> Path:
 
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
-        return value.tolist()
+        return _finite(value.tolist())
     if hasattr(value, "item"):
-        return value.item()
+        return _finite(value.item())
     return str(value)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None, through dicts, lists and tuples."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
