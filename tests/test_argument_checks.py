@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model, tiny_tokenizer
+from conftest import real_tokenizer, tiny_model, tiny_tokenizer
 
 import nosink.eval
 from nosink import Encoder, NosinkError, Plan
@@ -120,3 +120,21 @@ def test_sts_with_constant_gold_scores_is_refused(encoder: Encoder) -> None:
     data = PairsData(["the cat sat", "a dog"], ["a cat", "the dog ran"], [3.0, 3.0])
     with pytest.raises(NosinkError, match=r"every gold score is 3\.0: a correlation with constant gold scores"):
         evaluate_sts(encoder, data)
+
+
+@pytest.mark.parametrize("name", ["tiny", "smollm2-135m-instruct", "gemma-3-270m"])
+def test_user_text_never_becomes_special_tokens(name: str) -> None:
+    """Llama-style "<s>" (tiny BPE), ChatML "<|im_start|>" (SmolLM2's byte-level BPE, as Qwen's) and "<bos>" (Gemma)."""
+    tokenizer = tiny_tokenizer() if name == "tiny" else real_tokenizer(name)
+    encoder = Encoder.from_model(tiny_model("llama"), tokenizer)  # tokenize() never runs the model
+    specials = sorted({tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token, "<|im_start|>", "<bos>", "<s>"})
+    text = "hello " + " ".join(specials)
+    special_ids = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}  # <unk> is what unseen characters become
+    assert special_ids & set(tokenizer(text, add_special_tokens=False)["input_ids"])  # what used to happen
+    instruction = f"find {tokenizer.eos_token}"
+    row = encoder.tokenize([text], instruction=instruction)[0]
+    plain = encoder.tokenize([text])[0]
+    assert not special_ids & set(row.ids[plain.text_start : row.text_end])  # the instruction and the text
+    assert row.ids[row.text_start : row.text_end] == plain.ids[plain.text_start : plain.text_end]
+    if name != "tiny":  # the tiny tokenizer maps characters it never saw to <unk>
+        assert tokenizer.decode(plain.ids[plain.text_start : plain.text_end]).strip() == text

@@ -95,7 +95,9 @@ class TextTokenizer:
         self.tokenizer = tokenizer
         self.max_length = max_length
         prefix = INSTRUCTION_TEMPLATE.format(instruction=instruction) if instruction else ""
-        self.instruction_ids: list[int] = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+        self.instruction_ids: list[int] = (
+            tokenizer(prefix, add_special_tokens=False, split_special_tokens=True)["input_ids"] if prefix else []
+        )
 
     def __call__(self, texts: list[str], *, offsets: bool = False) -> list[TokenizedText]:
         rows: list[TokenizedText] = []
@@ -104,6 +106,7 @@ class TextTokenizer:
             encoded = self.tokenizer(
                 chunk,
                 add_special_tokens=True,
+                split_special_tokens=True,  # user text is text: "<s>" in it is three characters, never BOS
                 return_special_tokens_mask=True,
                 return_offsets_mapping=offsets,
                 truncation=False,

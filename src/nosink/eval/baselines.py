@@ -379,7 +379,12 @@ class HFMeanPoolEmbedder:
     @torch.inference_mode()
     def _embed(self, texts: list[str]) -> torch.Tensor:
         encoded = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            split_special_tokens=True,  # special-token strings in user text stay text
+            return_tensors="pt",
         ).to(self.device)
         states = self.model(**encoded).last_hidden_state.float()  # [B, T, D]
         mask = encoded["attention_mask"].to(states.dtype)  # [B, T], 1 = real token

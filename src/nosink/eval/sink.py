@@ -169,7 +169,7 @@ def _cropped_ids(tokenizer: Any, texts: list[str], tokens: int, max_texts: int) 
     kept: list[list[int]] = []
     longest = 0
     for text in texts:
-        ids = list(tokenizer(text)["input_ids"])
+        ids = list(tokenizer(text, split_special_tokens=True)["input_ids"])  # special-token strings stay text
         longest = max(longest, len(ids))
         if len(ids) >= tokens:
             kept.append(ids[:tokens])

@@ -166,7 +166,11 @@ class EmbeddingService:
         """TEI's /tokenize answer: id, text, special flag and character span of every token."""
         tokenizer = self.encoder.tokenizer
         encoded = tokenizer(
-            inputs, add_special_tokens=add_special_tokens, return_special_tokens_mask=True, return_offsets_mapping=True
+            inputs,
+            add_special_tokens=add_special_tokens,
+            split_special_tokens=True,  # as /embed sees them: special-token strings in user text stay text
+            return_special_tokens_mask=True,
+            return_offsets_mapping=True,
         )
         answer = []
         for ids, special, spans in zip(
