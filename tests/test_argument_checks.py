@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import real_tokenizer, tiny_model, tiny_tokenizer
+from reference import Reference
 
 import nosink.eval
 from nosink import Encoder, NosinkError, Plan
@@ -138,3 +139,33 @@ def test_user_text_never_becomes_special_tokens(name: str) -> None:
     assert row.ids[row.text_start : row.text_end] == plain.ids[plain.text_start : plain.text_end]
     if name != "tiny":  # the tiny tokenizer maps characters it never saw to <unk>
         assert tokenizer.decode(plain.ids[plain.text_start : plain.text_end]).strip() == text
+
+
+def test_extend_repeats_the_top_layer_more_times_than_the_model_has_layers() -> None:
+    """EXTEND's k counts repeats of the top layer, not layers: k > L runs, and equals the SPEC reference."""
+    base = tiny_model("llama")  # L = 4
+    ids = torch.tensor([[1, 9, 23, 40, 7, 88]])
+    states = Encoder.from_model(base, tiny_tokenizer(), plan="extend-bidir:k=6").hidden_states(ids)[0]
+    expected = Reference(base, hand_written=True).states(ids[0], {"name": "extend", "k": 6, "x": ("bidir", 0)})
+    torch.testing.assert_close(states, expected, atol=1e-5, rtol=0)
+    with pytest.raises(NosinkError, match="k=6 layers but the model has only L=4"):
+        Plan.coerce("inter-bidir:k=6").resolve(4)  # INTER/EXTRA/INPLACE/MASK k are layers: still bounded by L
+
+
+def test_no_room_for_text_names_the_instruction_only_when_there_is_one(encoder: Encoder) -> None:
+    tight = Encoder.from_model(encoder.model, encoder.tokenizer, max_length=1)  # the tiny tokenizer adds <s>
+    with pytest.raises(NosinkError, match=r"max_length=1 leaves no room for text after the special tokens \(1\)") as e:
+        tight.encode(["the cat"])
+    assert "instruction" not in str(e.value)
+    with pytest.raises(NosinkError, match=r"after the instruction \(\d+ tokens\) and the special tokens \(1\)"):
+        tight.encode(["the cat"], instruction="find cats")
+
+
+def test_attention_maps_say_how_many_short_texts_were_left_out(encoder: Encoder) -> None:
+    from nosink.eval.sink import attention_maps
+
+    texts = ["the cat sat on the mat and looked at the dog", "a dog", "the cat", "once upon a time there was a ball"]
+    expected = r"2 text\(s\) shorter than tokens=5 tokens .* were left out; the maps average 2"
+    with pytest.warns(UserWarning, match=expected):
+        maps = attention_maps(encoder, texts, tokens=5)
+    assert maps.n_texts == 2

@@ -148,7 +148,8 @@ def test_branched_plan_labels_every_call(tiny: Encoder) -> None:
 
 def test_texts_are_filtered_cropped_and_capped(tiny: Encoder) -> None:
     lengths = [len(tiny.tokenizer(text)["input_ids"]) for text in CORPUS]  # [12, 13, 11, 8, 9]
-    maps = attention_maps(tiny, CORPUS, tokens=11)
+    with pytest.warns(UserWarning, match=r"2 text\(s\) shorter than tokens=11 tokens"):  # said, not silent
+        maps = attention_maps(tiny, CORPUS, tokens=11)
     assert maps.n_texts == sum(n >= 11 for n in lengths) == 3 and maps.tokens == 11
     assert attention_maps(tiny, CORPUS, tokens=T, max_texts=2).n_texts == 2
     with pytest.raises(NosinkError, match=r"no text has at least tokens=14 tokens \(the longest of 5 has 13"):

@@ -147,9 +147,10 @@ class TextTokenizer:
             raise NosinkError(f"text at index {index} is empty (it has no tokens); remove it or give it content")
         budget = self.max_length - lead - len(self.instruction_ids) - len(trail)
         if budget < 1:
+            taken = f"the instruction ({len(self.instruction_ids)} tokens) and " if self.instruction_ids else ""
             raise NosinkError(
-                f"max_length={self.max_length} leaves no room for text after the instruction "
-                f"({len(self.instruction_ids)} tokens) and special tokens"
+                f"max_length={self.max_length} leaves no room for text after {taken}"
+                f"the special tokens ({len(ids) - len(body)}); raise max_length"
             )
         spans = [tuple(span) for span in encoded["offset_mapping"][i][lead:end]] if offsets else None
         truncated = len(body) > budget

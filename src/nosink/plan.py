@@ -275,7 +275,7 @@ class Plan:
     def resolve(self, num_layers: int) -> Schedule:
         """Check the plan against a model with ``num_layers`` layers and list its layer calls."""
         n = num_layers
-        if self.k > n:
+        if self.k > n and self.kind is not PlanKind.EXTEND:  # EXTEND's k repeats the top layer: any k runs
             raise NosinkError(f"plan {self} needs k={self.k} layers but the model has only L={n}")
         if self.kind in _BRANCHED and self.k:
             return _branched_schedule(self.kind, self.k, self.pattern, n)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ Position 0 is the first token of the tokenized text, i.e. BOS for tokenizers tha
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -167,18 +168,26 @@ def attention_maps(
 def _cropped_ids(tokenizer: Any, texts: list[str], tokens: int, max_texts: int) -> torch.Tensor:
     """[N, T] long: the first ``tokens`` ids of the first ``max_texts`` texts that have that many."""
     kept: list[list[int]] = []
-    longest = 0
+    longest = skipped = 0
     for text in texts:
         ids = list(tokenizer(text, split_special_tokens=True)["input_ids"])  # special-token strings stay text
         longest = max(longest, len(ids))
-        if len(ids) >= tokens:
-            kept.append(ids[:tokens])
-            if len(kept) == max_texts:
-                break
+        if len(ids) < tokens:
+            skipped += 1
+            continue
+        kept.append(ids[:tokens])
+        if len(kept) == max_texts:
+            break
     if not kept:
         raise NosinkError(
             f"no text has at least tokens={tokens} tokens (the longest of {len(texts)} has {longest}, "
             "special tokens included); give longer texts or lower tokens"
+        )
+    if skipped:
+        warnings.warn(
+            f"{skipped} text(s) shorter than tokens={tokens} tokens (special tokens included) were left out; "
+            f"the maps average {len(kept)}",
+            stacklevel=3,
         )
     return torch.tensor(kept, dtype=torch.long)
 
