@@ -169,3 +169,15 @@ def test_attention_maps_say_how_many_short_texts_were_left_out(encoder: Encoder)
     with pytest.warns(UserWarning, match=expected):
         maps = attention_maps(encoder, texts, tokens=5)
     assert maps.n_texts == 2
+
+
+def test_classification_warns_about_test_labels_that_training_never_shows(encoder: Encoder) -> None:
+    from nosink.eval.data import LabeledTexts
+    from nosink.eval.tasks import evaluate_classification
+
+    train = LabeledTexts(["the cat sat", "a cat", "the dog ran", "a dog"], ["cat", "cat", "dog", "dog"])
+    test = LabeledTexts(["the cat", "the dog", "a red ball", "the ball"], ["cat", "dog", "ball", "ball"])
+    expected = r"1 test label\(s\) never occur in the training data \('ball'\): their 2 test text\(s\)"
+    with pytest.warns(UserWarning, match=expected):
+        result = evaluate_classification(encoder, train, test, n_experiments=1, samples_per_label=2)
+    assert result.metrics["accuracy"] <= 0.5  # the two 'ball' texts can never be right

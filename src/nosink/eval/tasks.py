@@ -121,6 +121,19 @@ def evaluate_sts(
 # -------------------------------------------------------------------- MTEB classification
 
 
+def _warn_unseen_labels(train_labels: Sequence[object], test_labels: Sequence[object]) -> None:
+    """Warn when test labels never occur in training: their texts can never be classified right."""
+    unseen = sorted({str(label) for label in test_labels} - {str(label) for label in train_labels})
+    if unseen:
+        count = sum(str(label) in unseen for label in test_labels)
+        shown = ", ".join(repr(label) for label in unseen[:5]) + (" …" if len(unseen) > 5 else "")
+        warnings.warn(
+            f"{len(unseen)} test label(s) never occur in the training data ({shown}): their {count} test "
+            "text(s) are always scored wrong",
+            stacklevel=3,
+        )
+
+
 def mteb_undersample(
     labels: Sequence[object],
     *,
@@ -246,6 +259,7 @@ def evaluate_classification(
         ``test``, ``classes``, ``dim``; timings ``embed_s``, ``fit_s``.
     """
     _check_not_empty(train=train, test=test)
+    _warn_unseen_labels(train.labels, test.labels)
     if samples_per_label is None:
         union = list(range(len(train)))
     else:
