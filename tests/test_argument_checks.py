@@ -181,3 +181,20 @@ def test_classification_warns_about_test_labels_that_training_never_shows(encode
     with pytest.warns(UserWarning, match=expected):
         result = evaluate_classification(encoder, train, test, n_experiments=1, samples_per_label=2)
     assert result.metrics["accuracy"] <= 0.5  # the two 'ball' texts can never be right
+
+
+def test_a_ner_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    from nosink.eval.data import load_conll
+
+    path = tmp_path / "train.conll"
+    path.write_bytes(b"Paris\tB-LOC\n\n" + b"Caf\xe9\tO\n")  # Latin-1, not UTF-8
+    with pytest.raises(NosinkError, match=r"train\.conll: not UTF-8 text"):
+        load_conll(path)
+
+
+def test_a_folder_without_a_tokenizer_is_named_before_the_weights_load(tmp_path: Path) -> None:
+    tiny_model("llama").save_pretrained(tmp_path)
+    with pytest.raises(NosinkError, match=r"has no tokenizer \(none of tokenizer.json, .*\); save the tokenizer"):
+        Encoder.from_pretrained(str(tmp_path))
+    tiny_tokenizer().save_pretrained(tmp_path)
+    assert Encoder.from_pretrained(str(tmp_path)).num_layers == 4

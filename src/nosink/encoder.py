@@ -101,6 +101,7 @@ class Encoder:
         config = source.load_config(trust_remote_code=model_kwargs.get("trust_remote_code"))
         family_for(config)  # fail before loading any weights
         Plan.coerce(plan).resolve(config.num_hidden_layers)
+        source.check_tokenizer()
         target = check_available(resolve_device(device))
         streams_to_device = target.type != "cpu" and importlib.util.find_spec("accelerate") is not None
         if streams_to_device:  # device_map loads straight onto the device, but needs accelerate

@@ -24,6 +24,10 @@ from nosink.errors import NosinkError
 GGUF_MAGIC = b"GGUF"
 GGUF_EXTRA = 'loading GGUF files needs the gguf extra: pip install "nosink[gguf]"'
 CONVERT_RECORD = "nosink-convert.json"  # written last into a converted folder: its source and checksum
+# Files any transformers tokenizer is loaded from (fast JSON, SentencePiece, BPE vocabularies, WordPiece).
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,17 @@ class ModelSource:
         if self.is_gguf:
             model.config._name_or_path = self.name  # our own object: records name the file, not its folder
         return model
+
+    def check_tokenizer(self) -> None:
+        """NosinkError when a local folder holds no tokenizer file (checked before any weight is loaded)."""
+        folder = Path(self.path)
+        if self.is_gguf or not folder.is_dir():
+            return  # a GGUF file carries its tokenizer; a hub name is checked by transformers
+        if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            raise NosinkError(
+                f"model folder {self.path!r} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
+                "save the tokenizer into it: tokenizer.save_pretrained(folder)"
+            )
 
     def load_tokenizer(self, **kwargs: Any) -> Any:
         """The tokenizer stored with the model (for a GGUF: the one in the file's metadata)."""

@@ -482,6 +482,13 @@ def _load_stsb(path: Path, limit: int | None) -> PairsData:
 
 
 def _conll_sentences(path: Path) -> Iterator[tuple[list[str], list[str]]]:
+    try:
+        yield from _conll_lines(path)
+    except UnicodeDecodeError as error:
+        raise NosinkError(f"{path}: not UTF-8 text ({error.reason}); save it as UTF-8") from None
+
+
+def _conll_lines(path: Path) -> Iterator[tuple[list[str], list[str]]]:
     words: list[str] = []
     tags: list[str] = []
     with _open(path) as handle:

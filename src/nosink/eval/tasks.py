@@ -103,9 +103,7 @@ def evaluate_sts(
     if len(data) < 2:
         raise NosinkError(f"STS needs at least 2 pairs, got {len(data)}")
     if len(set(data.scores)) == 1:
-        raise NosinkError(
-            f"every gold score is {data.scores[0]}: a correlation with constant gold scores is undefined"
-        )
+        raise NosinkError(f"every gold score is {data.scores[0]}: a correlation with constant gold scores is undefined")
     unique = list(dict.fromkeys([*data.texts_a, *data.texts_b]))
     vectors, embed_s = _timed(
         lambda: _encode(embedder, unique, instruction=instruction, batch_size=batch_size, progress=show_progress_bar)
