@@ -25,10 +25,10 @@ def encoder() -> Encoder:
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"batch_size": 0}, r"batch_size must be >= 1 \(an integer\), got 0"),
-        ({"batch_size": 2.5}, r"batch_size must be >= 1 \(an integer\), got 2.5"),
-        ({"batch_size": True}, r"batch_size must be >= 1 \(an integer\), got True"),
-        ({"max_tokens_per_batch": 0.5}, r"max_tokens_per_batch must be >= 1 \(an integer\), got 0.5"),
+        ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+        ({"batch_size": 2.5}, "batch_size must be a positive integer, got 2.5"),
+        ({"batch_size": True}, "batch_size must be a positive integer, got True"),
+        ({"max_tokens_per_batch": 0.5}, "max_tokens_per_batch must be a positive integer, got 0.5"),
         ({"normalize": "yes"}, "normalize must be True or False, got 'yes'"),
         ({"normalize": 1}, "normalize must be True or False, got 1"),
         ({"show_progress_bar": "x"}, "show_progress_bar must be True or False, got 'x'"),

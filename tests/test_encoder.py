@@ -132,7 +132,7 @@ def test_bad_input_is_explained(model, tokenizer, texts, message: str) -> None:
 def test_empty_list_and_bad_arguments(model, tokenizer) -> None:
     encoder = Encoder.from_model(model, tokenizer)
     assert encoder.encode([]).shape == (0, 64)
-    with pytest.raises(NosinkError, match="batch_size must be >= 1"):
+    with pytest.raises(NosinkError, match="batch_size must be a positive integer, got -1"):
         encoder.encode(["a"], batch_size=-1)
     with pytest.raises(NosinkError, match="instruction must be a string"):
         encoder.encode(["a"], instruction=5)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from nosink.errors import NosinkError
+from nosink.errors import NosinkError, check_positive
 
 INSTRUCTION_TEMPLATE = "Instruct: {instruction}\nQuery: "  # E5-Mistral's format, used by the paper
 _TOKENIZE_CHUNK = 4096
@@ -282,12 +282,9 @@ def _pack(rows: list[TokenizedText], group: list[int], width: int, pad_id: int, 
 
 
 def _check_limits(batch_size: int, max_tokens_per_batch: int | None) -> None:
-    limits = {"batch_size": batch_size, "max_tokens_per_batch": max_tokens_per_batch}
-    for name, value in limits.items():
-        if value is None and name == "max_tokens_per_batch":
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise NosinkError(f"{name} must be >= 1 (an integer), got {value!r}")
+    check_positive(batch_size=batch_size)
+    if max_tokens_per_batch is not None:
+        check_positive(max_tokens_per_batch=max_tokens_per_batch)
 
 
 def partition(lengths: list[int], *, batch_size: int, max_tokens: int | None, batch_cost: int) -> list[tuple[int, int]]:

@@ -13,8 +13,6 @@ import importlib.util
 import json
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,8 +71,12 @@ class ModelSource:
         """
         from transformers import AutoConfig
 
-        with self._gguf_errors():
+        try:
             return AutoConfig.from_pretrained(self.path, **self.kwargs(), **kwargs)
+        except _READ_ERRORS as error:
+            if not self.is_gguf or isinstance(error, NosinkError):
+                raise
+            raise _gguf_error(self.name, error) from None
 
     def load_model(self, auto_class: Any, **kwargs: Any) -> Any:
         """``auto_class.from_pretrained`` on this source (a GGUF is dequantised into the requested dtype)."""
@@ -105,16 +107,6 @@ class ModelSource:
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(self.path, **self.kwargs(), **kwargs)
-
-    @contextmanager
-    def _gguf_errors(self) -> Iterator[None]:
-        """Turns transformers' errors on reading a GGUF file into one NosinkError that says what is wrong."""
-        try:
-            yield
-        except _READ_ERRORS as error:
-            if not self.is_gguf or isinstance(error, NosinkError):
-                raise
-            raise _gguf_error(self.name, error) from None
 
 
 _READ_ERRORS = (ValueError, IndexError, KeyError, TypeError, NotImplementedError)  # what a bad file raises

@@ -78,17 +78,15 @@ def add_commands(commands: argparse._SubParsersAction, make: SubparserFactory) -
 # -------------------------------------------------------------------- arguments
 
 
-def _model_options(
-    parser: argparse.ArgumentParser, *, baselines: bool = True, plans: bool = False, plan: bool = True
-) -> None:
-    """--model and the encoder options; ``plans``: --plan repeatable; ``plan=False``: no --plan at all (sweep)."""
+def _model_options(parser: argparse.ArgumentParser, *, baselines: bool = True, plan: str = "one") -> None:
+    """--model and the encoder options. ``plan``: ``one`` --plan, ``many`` (repeatable), or ``none`` (sweep)."""
     kinds = "; st:NAME for sentence-transformers, hf:NAME for a plain HF encoder" if baselines else ""
     parser.add_argument("--model", required=True, metavar="M", help=f"{MODEL_HELP}{kinds}")
-    if plans:
+    if plan == "many":
         parser.add_argument("--plan", action="append", metavar="P", help="a plan (repeatable; default: baseline)")
-    elif plan:
+    elif plan == "one":
         parser.add_argument("--plan", default="baseline", metavar="P", help="plan string (default: %(default)s)")
-    # else the command chooses its plans itself (sweep): argparse refuses a --plan that would be ignored
+    # "none": the command chooses its plans itself (sweep), so argparse refuses a --plan it would ignore
     parser.add_argument("--pooling", default="mean", choices=[p.value for p in Pooling], help="default: %(default)s")
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
     parser.add_argument("--device", metavar="D", help="cpu, cuda, cuda:1 … (default: cuda when available)")
@@ -163,7 +161,7 @@ def _add_mteb(tasks: argparse._SubParsersAction, make: SubparserFactory) -> None
 
 
 def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    _model_options(parser, baselines=False, plan=False)
+    _model_options(parser, baselines=False, plan="none")
     parser.add_argument("--task", required=True, choices=("sts", "classification"))
     parser.add_argument("--data", metavar="PATH", help="sts: validation pairs")
     parser.add_argument("--train", metavar="PATH", help="classification: training texts")
@@ -178,7 +176,7 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_attention_arguments(parser: argparse.ArgumentParser) -> None:
-    _model_options(parser, baselines=False, plans=True)
+    _model_options(parser, baselines=False, plan="many")
     parser.add_argument("--texts", required=True, metavar="PATH", help="text lines, JSONL with 'text', or -")
     parser.add_argument("--tokens", type=int, default=16, metavar="T", help="crop length (default: %(default)s)")
     parser.add_argument("--max-texts", type=int, default=64, metavar="N")
