@@ -49,13 +49,14 @@ def test_alone_equals_in_a_mixed_length_batch(model, tokenizer, plan: str, side:
 
 @pytest.mark.parametrize("plan", PLANS)
 def test_mean_pools_the_text_tokens_only(model, tokenizer, plan: str) -> None:
+    """Instruction and text are one string; the mean leaves out what the released code counts as the prompt."""
     encoder = Encoder.from_model(model, tokenizer, plan=plan)
     task = "Find a story about a dog."
-    prefix = tokenizer(f"Instruct: {task}\nQuery: ", add_special_tokens=False)["input_ids"]
+    prompt = f"Instruct: {task}\nQuery: "
+    prompt_length = len(tokenizer(prompt.strip())["input_ids"])  # BOS + the instruction, as the released code counts
     for text, got in zip(TEXTS, encoder.encode(TEXTS, instruction=task), strict=True):
-        body = tokenizer(text, add_special_tokens=False)["input_ids"]
-        states = row_states(encoder, [tokenizer.bos_token_id, *prefix, *body])
-        expected = states[1 + len(prefix) :].mean(0)
+        states = row_states(encoder, tokenizer(prompt + text)["input_ids"])
+        expected = states[prompt_length:].mean(0)
         np.testing.assert_allclose(got, expected.numpy(), atol=1e-5, rtol=0)
     plain = encoder.encode(TEXTS[:1])[0]
     body = tokenizer(TEXTS[0], add_special_tokens=False)["input_ids"]

@@ -61,7 +61,7 @@ def test_packed_batches_keep_the_text_and_token_limits() -> None:
 def test_per_text_gathers_each_text_back_from_its_row() -> None:
     rows = random_rows([5, 3, 4, 2, 6])
     batch = only_batch(rows, width=10)
-    ids, _, _ = batch.per_text(batch.input_ids[..., None])  # the ids stand in for states: [N, T, 1]
+    ids, _, _, _ = batch.per_text(batch.input_ids[..., None])  # the ids stand in for states: [N, T, 1]
     for text, index in enumerate(batch.indices):
         n = len(rows[index].ids)
         assert ids[text, :n, 0].tolist() == rows[index].ids
@@ -95,7 +95,7 @@ def check_packed_against_reference(
     assert batch.input_ids.shape[0] < len(lengths), "the test must put several texts in one row"
     for plan, config in named_cases(reference.num_layers):
         encoder = Encoder.from_model(base, tiny_tokenizer(), plan=plan)
-        states, _, _ = batch.per_text(encoder._states(batch))  # [N, T, D]
+        states, _, _, _ = batch.per_text(encoder._states(batch))  # [N, T, D]
         for text, index in enumerate(batch.indices):
             n = len(rows[index].ids)
             expected = reference.states(torch.tensor(rows[index].ids), config)  # [n, D], the text alone

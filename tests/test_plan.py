@@ -43,7 +43,8 @@ def test_string_form_round_trips(text: str) -> None:
 def test_every_documented_template_parses() -> None:
     for template, _, _ in NAMED_PLANS:
         text = (
-            template.replace("{M}", "1")
+            template.replace(",res=R", ",res=3")
+            .replace("{M}", "1")
             .replace("K0", "1")
             .replace("K", "2")
             .replace("P,P,...", "causal,causal,bidir,nosink")
@@ -98,24 +99,73 @@ def test_explicit_forms_in_python() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
-        ({"mask_type": "MASK0", "num_unsink_layers": 2, "num_bidir_layers": 15}, "mask0&bidir:k=17,k0=2"),
-        ({"mask_type": "MASK0", "num_unsink_layers": 4}, "mask0-bidir:k=4"),
-        ({"mask_type": "BACK", "num_unsink_layers": 3}, "inplace-back:k=3"),
-        ({"num_bidir_layers": 5}, "inplace-bidir:k=5"),
-        ({}, "baseline"),
-        ({"architecture": "inter", "mask_type": "BACK", "num_unsink_layers": 2}, "inter-back:k=2"),
-        ({"architecture": "extend", "num_bidir_layers": 1}, "extend-bidir:k=1"),
-        ({"mask_type": "MASK3", "num_unsink_layers": 1}, "mask3-bidir:k=1"),
+        ({"mask_type": "MASK0", "num_unsink_layers": 2, "num_bidir_layers": 15}, "mask0&bidir:k=17,k0=2,res=3"),
+        ({"mask_type": "mask0", "num_unsink_layers": 4, "res_connect": None}, "mask0-bidir:k=4,res=none"),
+        ({"mask_type": "BACK", "num_unsink_layers": 3}, "inplace-back:k=3,res=3"),
+        ({"num_bidir_layers": 5, "res_connect": 2}, "inplace-bidir:k=5,res=2"),
+        ({}, "baseline:res=3"),
+        ({"architecture": "NONE", "num_unsink_layers": 3}, "baseline:res=3"),  # NONE zeroes the counts
+        ({"architecture": "INTER", "mask_type": "BACK", "num_unsink_layers": 2}, "inter-back:k=2,res=3"),
+        ({"architecture": "extend", "num_bidir_layers": 1}, "extend-bidir:k=1,res=3"),
+        ({"architecture": "Inter", "num_unsink_layers": 2, "num_bidir_layers": 3}, "inter-mask0&bidir:k=5,k0=2,res=3"),
+        (
+            {"architecture": "EXTRA", "mask_type": "BACK", "num_unsink_layers": 1, "num_bidir_layers": 2},
+            "extra-back&bidir:k=3,k0=1,res=3",
+        ),
+        (
+            {"mask_type": "BACK", "num_unsink_layers": 1, "num_bidir_layers": 2, "res_connect": "None"},
+            "inplace-back&bidir:k=3,k0=1,res=none",
+        ),
+        ({"unsink_layers": "-1", "bidir_layers": "[2, 3]"}, "layers:2=bidir,3=bidir,-1=nosink,res=3"),
     ],
 )
-def test_from_reference_counts(kwargs: dict, expected: str) -> None:
-    assert str(Plan.from_reference(**kwargs)) == expected
+def test_from_reference_takes_the_released_arguments(kwargs: dict, expected: str) -> None:
+    plan = Plan.from_reference(**kwargs)
+    assert str(plan) == expected
+    assert Plan.parse(expected) == plan
+
+
+def test_from_reference_runs_any_other_mask_type_as_back_with_a_warning() -> None:
+    """The released code checks mask_type == "MASK0" only: MASK3 is BACK there, so it is here."""
+    with pytest.warns(UserWarning, match="MASK0 as BACK"):
+        plan = Plan.from_reference(mask_type="MASK3", num_unsink_layers=2)
+    assert str(plan) == "inplace-back:k=2,res=3"
+
+
+def test_reference_residual_starts_at_the_unsink_count() -> None:
+    """The released residual starts at layer index num_unsink_layers, counted from the bottom."""
+    cases = {
+        "mask0&bidir:k=5,k0=2,res=3": (2, True),
+        "mask0-bidir:k=4,res=3": (4, True),
+        "inplace-bidir:k=4,res=3": (0, True),
+        "inter-back&bidir:k=3,k0=1,res=2": (1, False),
+        "extra-mask0:k=2,res=3": (2, False),
+        "extend-bidir:k=2,res=1": (0, True),
+        "baseline:res=3": (0, True),
+    }
+    for text, (start, to_output) in cases.items():
+        residual = Plan.parse(text).resolve(6).residual
+        assert residual is not None and (residual.start, residual.to_output) == (start, to_output), text
+    assert Plan.parse("mask0-bidir:k=4,res=none").resolve(6).residual is None
+    assert Plan.parse("mask0-bidir:k=4,res=none").resolve(6).reference
+
+
+def test_mixed_branched_plans_put_bidir_below_x() -> None:
+    schedule = Plan.parse("extend-back&bidir:k=3,k0=1").resolve(4)
+    assert [(s.layer, str(s.pattern)) for s in schedule.branches[0][4:]] == [
+        (3, "bidir"),
+        (3, "bidir"),
+        (3, "backward"),
+    ]
+    extra = Plan.parse("extra-mask0&bidir:k=3,k0=2").resolve(4)
+    assert [str(s.pattern) for s in extra.branches[0]] == ["bidir", "nosink", "nosink"]
+    assert patterns(Plan.parse("inplace-back&bidir:k=3,k0=1"), 5) == ["causal", "causal", "bidir", "bidir", "backward"]
 
 
 def test_from_reference_lists_with_negative_indices() -> None:
-    plan = Plan.from_reference(mask_type="MASK0", unsink_layers=[-1, -2], bidir_layers=[0, 3])
+    plan = Plan.from_reference(mask_type="MASK0", unsink_layers=[-1, -2], bidir_layers=[0, 3], res_connect=None)
     assert patterns(plan, 6) == ["bidir", "causal", "causal", "bidir", "nosink", "nosink"]
-    back = Plan.from_reference(mask_type="BACK", num_unsink_layers=1, num_bidir_layers=2)
+    back = Plan.from_reference(mask_type="BACK", num_unsink_layers=1, num_bidir_layers=2, res_connect=None)
     assert patterns(back, 5) == ["causal", "causal", "bidir", "bidir", "backward"]
 
 
@@ -135,6 +185,14 @@ def test_from_reference_lists_with_negative_indices() -> None:
         ("layers:0=bidir,causal", "not both"),
         ("layers:", "needs patterns"),
         ("mask-1-bidir:k=2", "unknown plan"),
+        ("mask0-bidir:k=2,res=0", "res must be an integer >= 1"),
+        ("mask0-bidir:k=2,res=x", "bad res"),
+        ("mask0-bidir:k=2,res=3,res=2", "res given twice"),
+        ("inter-bidir&bidir:k=2,k0=1", "bidir&bidir"),
+        ("inter-back&bidir:k=2", "takes exactly k"),
+        ("inter-back&bidir:k=2,k0=0", "must be 1..k"),
+        ("inplace-mask0&bidir:k=2,k0=1", "mask0&bidir:k=K,k0=K0"),
+        ("inter-bidir:k=0,res=3", "fails in the released code"),
     ],
 )
 def test_bad_strings_are_explained(text: str, message: str) -> None:
@@ -168,9 +226,17 @@ def test_bad_python_arguments_are_explained() -> None:
         Plan.from_reference(unsink_layers=[-1], bidir_layers=[3]).resolve(4)
     with pytest.raises(NosinkError, match="either layer counts or layer index lists"):
         Plan.from_reference(num_unsink_layers=1, unsink_layers=[1])
-    with pytest.raises(NosinkError, match="unknown mask_type"):
-        Plan.from_reference(mask_type="MASKX", num_unsink_layers=1)
-    with pytest.raises(NosinkError, match="one pattern"):
-        Plan.from_reference(architecture="inter", num_unsink_layers=1, num_bidir_layers=1)
+    with pytest.raises(NosinkError, match="unknown architecture"):
+        Plan.from_reference(architecture="sideways", num_unsink_layers=1)
+    with pytest.raises(NosinkError, match="fails in the released code"):
+        Plan.from_reference(architecture="INTER")
+    with pytest.raises(NosinkError, match="res_connect must be"):
+        Plan.from_reference(num_unsink_layers=1, res_connect="three")
+    with pytest.raises(NosinkError, match="res must be an integer >= 1"):
+        Plan.from_reference(num_unsink_layers=1, res_connect=0)
+    with pytest.raises(NosinkError, match="needs reference=True"):
+        Plan(res=3)
+    with pytest.raises(NosinkError, match="bad layer index list"):
+        Plan.from_reference(unsink_layers="a,b")
     with pytest.raises(NosinkError, match="a plan must be"):
         Plan.coerce(3)

@@ -26,7 +26,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from nosink.errors import NosinkError
-from nosink.patterns import LayerPattern, Pattern, additive, build_mask
+from nosink.patterns import CAUSAL, LayerPattern, Pattern, additive, build_mask
 
 CONTEXT_KWARG = "nosink_call"
 PREFIX = "nosink:"
@@ -57,6 +57,7 @@ class CallContext:
     layer_patterns: tuple[LayerPattern | None, ...] = ()
     pattern: LayerPattern | None = None
     records: list[AttentionRecord] | None = None
+    reference: bool = False  # the released code's masks: converted (non-causal) layers ignore sliding windows
     _masks: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict)
     unpadded: bool | None = None  # one text per row and no padding; found once per batch, kept by every copy
 
@@ -126,6 +127,8 @@ def nosink_attention(
         original = module.config._attn_implementation.removeprefix(PREFIX)
         return _original_function(module, original)(module, query, key, value, attention_mask, **kwargs)
     window = kwargs.get("sliding_window")
+    if context.reference and pattern != CAUSAL:
+        window = None  # the released code's bidir, backward and MASK0 masks have no window
     recording = context.records is not None
     if recording or kwargs.get("softcap") is not None:  # SDPA has neither weights nor softcapping
         mask = context.mask(pattern, window, query.dtype)  # [B, 1, T, T] additive

@@ -253,8 +253,8 @@ class Encoder:
             show_progress_bar=show_progress_bar,
         )
         for batch, states in run:
-            states, real_mask, text_mask = batch.per_text(states)  # [B, T, D], [B, T], [B, T]: a text per row
-            pooled = pool(states, real_mask, text_mask, self.pooling)  # [B, D]
+            states, real_mask, text_mask, prompt_mask = batch.per_text(states)  # [B, T, D], [B, T] ×3: a text per row
+            pooled = pool(states, real_mask, text_mask, self.pooling, prompt_mask)  # [B, D]
             if normalize:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
             output[batch.indices] = pooled.cpu().numpy()

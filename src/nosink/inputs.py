@@ -1,8 +1,15 @@
-"""From texts to token-id rows: instruction joined by token ids, truncation, padding, batching.
+"""From texts to token-id rows: instructions, truncation, padding, batching.
 
-A row is ``[leading specials] + [instruction] + [text] + [trailing specials]``. The instruction
-and the text are tokenized apart and joined, so the boundary is exact; the tokenizer's special
-tokens (BOS, EOS …) are the ones it adds itself. The tokenizer object is never modified.
+A row is ``[leading specials] + [instruction] + [text] + [trailing specials]``. An instruction and
+its text are tokenized as one string, ``"Instruct: {instruction}\nQuery: " + text``, as the model
+would read them (and as the authors' released code and sentence-transformers do); the instruction's
+tokens are then found by character offsets. A token with at least one character of the text is a
+text token: with SentencePiece and byte-level BPE tokenizers the template's final space merges into
+the text's first token (``"▁A"``, ``"ĠA"``), which is the text's. The tokenizer's special tokens
+(BOS, EOS …) are the ones it adds itself. The tokenizer object is never modified.
+
+Token ids given directly (:meth:`TextTokenizer.from_ids`) and tokenizers without character offsets
+(slow tokenizers) get the instruction tokenized apart and joined by ids instead.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -22,13 +29,27 @@ _TOKENIZE_CHUNK = 4096
 
 @dataclass(frozen=True)
 class TokenizedText:
-    """One text as model input; ``ids[text_start:text_end]`` are the text's own tokens."""
+    """One text as model input; ``ids[text_start:text_end]`` are the text's own tokens.
+
+    ``prompt_length`` is the number of leading tokens that the released code's pooling leaves out:
+    the leading special tokens and the instruction when there is an instruction, else 0.
+    """
 
     ids: list[int]
     text_start: int
     text_end: int
-    offsets: list[tuple[int, int]] | None  # character span of each text token
+    offsets: list[tuple[int, int]] | None  # character span of each text token, within the text
     truncated: bool
+    prompt_length: int = 0
+
+
+class TextStates(NamedTuple):
+    """Token states with one text per row, and the masks pooling needs."""
+
+    states: torch.Tensor  # [B, T, D]
+    real_mask: torch.Tensor  # [B, T], 1 = real token
+    text_mask: torch.Tensor  # [B, T], True = a text token
+    prompt_mask: torch.Tensor  # [B, T], True = a prompt token (leading specials and instruction)
 
 
 @dataclass(frozen=True)
@@ -39,11 +60,12 @@ class Batch:
     input_ids: torch.Tensor  # [B, T]
     attention_mask: torch.Tensor  # [B, T], 1 = real token
     text_mask: torch.Tensor  # [B, T], 1 = a text token (no special, instruction or padding token)
+    prompt_mask: torch.Tensor  # [B, T], 1 = a token of the prompt (TokenizedText.prompt_length)
     segment_ids: torch.Tensor | None = None  # [B, T]: None, a padded batch has one text per row
 
-    def per_text(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The model's states [B, T, D] as one row per text, with that row's real-token and text masks."""
-        return states, self.attention_mask, self.text_mask
+    def per_text(self, states: torch.Tensor) -> TextStates:
+        """The model's states [B, T, D] as one row per text, with that row's masks."""
+        return TextStates(states, self.attention_mask, self.text_mask, self.prompt_mask)
 
 
 @dataclass(frozen=True)
@@ -61,11 +83,12 @@ class PackedBatch:
     token_index: torch.Tensor  # [N, T], flat index r * W + w of each text's tokens (0 past its end)
     text_real: torch.Tensor  # [N, T], 1 = a real token of text n
     text_mask: torch.Tensor  # [N, T], 1 = a text token (no special or instruction token)
+    prompt_mask: torch.Tensor  # [N, T], 1 = a token of the prompt (TokenizedText.prompt_length)
 
-    def per_text(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """[R, W, D] -> [N, T, D] (right-padded, one text per row), its real-token mask and its text mask."""
+    def per_text(self, states: torch.Tensor) -> TextStates:
+        """[R, W, D] -> [N, T, D] (right-padded, one text per row) and its masks."""
         flat = states.flatten(0, 1)  # [R * W, D]
-        return flat[self.token_index], self.text_real, self.text_mask  # [N, T, D], [N, T], [N, T]
+        return TextStates(flat[self.token_index], self.text_real, self.text_mask, self.prompt_mask)
 
 
 def check_texts(texts: Any, *, allow_words: bool = False) -> list:
@@ -94,21 +117,26 @@ class TextTokenizer:
             raise NosinkError(f"instruction must be a string, got {type(instruction).__name__}")
         self.tokenizer = tokenizer
         self.max_length = max_length
-        prefix = INSTRUCTION_TEMPLATE.format(instruction=instruction) if instruction else ""
+        self.prefix = INSTRUCTION_TEMPLATE.format(instruction=instruction) if instruction else ""
+        self.natural = bool(self.prefix) and bool(getattr(tokenizer, "is_fast", False))
+        # The separate form: the instruction's own ids, joined before the text's (from_ids, slow tokenizers).
         self.instruction_ids: list[int] = (
-            tokenizer(prefix, add_special_tokens=False, split_special_tokens=True)["input_ids"] if prefix else []
+            tokenizer(self.prefix, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            if self.prefix
+            else []
         )
 
     def __call__(self, texts: list[str], *, offsets: bool = False) -> list[TokenizedText]:
         rows: list[TokenizedText] = []
+        prefix = self.prefix if self.natural else ""
         for start in range(0, len(texts), _TOKENIZE_CHUNK):
             chunk = texts[start : start + _TOKENIZE_CHUNK]
             encoded = self.tokenizer(
-                chunk,
+                [prefix + text for text in chunk],
                 add_special_tokens=True,
                 split_special_tokens=True,  # user text is text: "<s>" in it is three characters, never BOS
                 return_special_tokens_mask=True,
-                return_offsets_mapping=offsets,
+                return_offsets_mapping=offsets or self.natural,
                 truncation=False,
                 verbose=False,  # over-long texts are reported once, by the encoder
             )
@@ -119,15 +147,17 @@ class TextTokenizer:
     def from_ids(self, ids: list[int], *, index: int = 0) -> TokenizedText:
         """A row from the text's own token ids (no special tokens), wrapped like a tokenized text.
 
-        The tokenizer's special tokens and the instruction are added around the ids exactly as for
-        text, so ``from_ids(tokenizer(text, add_special_tokens=False).input_ids)`` equals ``[text]``.
+        The tokenizer's special tokens are added around the ids exactly as for text, so
+        ``from_ids(tokenizer(text, add_special_tokens=False).input_ids)`` equals ``[text]`` without an
+        instruction. An instruction is tokenized apart and its ids put before these (ids cannot be
+        tokenized together with the instruction's characters).
         """
         lead, trail = self._specials()
         encoded = {
             "input_ids": [[*lead, *ids, *trail]],
             "special_tokens_mask": [[1] * len(lead) + [0] * len(ids) + [1] * len(trail)],
         }
-        return self._row(encoded, 0, index, offsets=False)
+        return self._row(encoded, 0, index, offsets=False, natural=False)
 
     def _specials(self) -> tuple[list[int], list[int]]:
         """The special tokens the tokenizer puts before and after a text."""
@@ -137,27 +167,49 @@ class TextTokenizer:
         trail = next((n for n, s in enumerate(reversed(special)) if not s), 0)
         return ids[:lead], ids[len(ids) - trail :]
 
-    def _row(self, encoded: Any, i: int, index: int, offsets: bool) -> TokenizedText:
+    def _split_prompt(
+        self, ids: list[int], spans: list[tuple[int, int]], index: int
+    ) -> tuple[list[int], list[int], list[tuple[int, int]]]:
+        """Split one string's tokens into the instruction's and the text's, with spans within the text.
+
+        The instruction is the template without its final space (``…\nQuery:``): a token with any
+        character after that is the text's, so the separating space goes with the text whether it
+        merges into the first word (``ĠA``) or stands alone (``▁``), as the released code counts it.
+        """
+        cut, start = len(self.prefix.rstrip()), len(self.prefix)
+        if not any(stop > start for _, stop in spans):
+            raise NosinkError(f"text at index {index} is empty (it has no tokens); remove it or give it content")
+        first = next(n for n, (_, stop) in enumerate(spans) if stop > cut)
+        within = [(max(a - start, 0), max(b - start, 0)) for a, b in spans[first:]]
+        return ids[:first], ids[first:], within
+
+    def _row(self, encoded: Any, i: int, index: int, offsets: bool, natural: bool | None = None) -> TokenizedText:
+        natural = self.natural if natural is None else natural
         ids, special = encoded["input_ids"][i], encoded["special_tokens_mask"][i]
         lead = next((n for n, s in enumerate(special) if not s), len(ids))
         end = len(ids) - next((n for n, s in enumerate(reversed(special)) if not s), 0)
         end = max(end, lead)
-        body, trail = ids[lead:end], ids[end:]
+        spans = [tuple(span) for span in encoded["offset_mapping"][i][lead:end]] if offsets or natural else None
+        if natural:
+            instruction, body, spans = self._split_prompt(ids[lead:end], spans, index)  # type: ignore[arg-type]
+        else:
+            instruction, body = self.instruction_ids, ids[lead:end]
+        trail = ids[end:]
         if not body:
             raise NosinkError(f"text at index {index} is empty (it has no tokens); remove it or give it content")
-        budget = self.max_length - lead - len(self.instruction_ids) - len(trail)
+        budget = self.max_length - lead - len(instruction) - len(trail)
         if budget < 1:
-            taken = f"the instruction ({len(self.instruction_ids)} tokens) and " if self.instruction_ids else ""
+            taken = f"the instruction ({len(instruction)} tokens) and " if instruction else ""
             raise NosinkError(
                 f"max_length={self.max_length} leaves no room for text after {taken}"
-                f"the special tokens ({len(ids) - len(body)}); raise max_length"
+                f"the special tokens ({lead + len(trail)}); raise max_length"
             )
-        spans = [tuple(span) for span in encoded["offset_mapping"][i][lead:end]] if offsets else None
         truncated = len(body) > budget
-        body, spans = body[:budget], spans[:budget] if spans is not None else None
-        text_start = lead + len(self.instruction_ids)
-        row = ids[:lead] + self.instruction_ids + body + trail
-        return TokenizedText(row, text_start, text_start + len(body), spans, truncated)
+        body, spans = body[:budget], spans[:budget] if offsets and spans is not None else None
+        text_start = lead + len(instruction)
+        row = ids[:lead] + instruction + body + trail
+        prompt_length = text_start if self.prefix else 0
+        return TokenizedText(row, text_start, text_start + len(body), spans, truncated, prompt_length)
 
 
 # The fixed cost of one forward pass, in padded tokens: measured on CPU (docs/performance.md); on
@@ -255,6 +307,7 @@ def _pack(rows: list[TokenizedText], group: list[int], width: int, pad_id: int, 
     token_index = torch.zeros((len(group), text_width), dtype=torch.long)  # [N, T]
     text_real = torch.zeros((len(group), text_width), dtype=torch.long)  # [N, T]
     text_mask = torch.zeros((len(group), text_width), dtype=torch.bool)  # [N, T]
+    prompt_mask = torch.zeros((len(group), text_width), dtype=torch.bool)  # [N, T]
     indices = []
     for r, members in enumerate(layout):
         offset = 0
@@ -267,6 +320,7 @@ def _pack(rows: list[TokenizedText], group: list[int], width: int, pad_id: int, 
             token_index[text, :n] = r * row_width + offset + torch.arange(n)
             text_real[text, :n] = 1
             text_mask[text, row.text_start : row.text_end] = True
+            prompt_mask[text, : row.prompt_length] = True
             indices.append(group[k])
             offset += n
     one_text_per_row = len(layout) == len(group)  # plain padded rows, which keep SDPA's mask-free paths
@@ -278,6 +332,7 @@ def _pack(rows: list[TokenizedText], group: list[int], width: int, pad_id: int, 
         token_index=token_index.to(device),
         text_real=text_real.to(device),
         text_mask=text_mask.to(device),
+        prompt_mask=prompt_mask.to(device),
     )
 
 
@@ -317,10 +372,12 @@ def _pad(rows: list[TokenizedText], group: list[int], pad_id: int, left: bool, d
     input_ids = torch.full((len(group), width), pad_id, dtype=torch.long)  # [B, T]
     attention_mask = torch.zeros((len(group), width), dtype=torch.long)  # [B, T]
     text_mask = torch.zeros((len(group), width), dtype=torch.bool)  # [B, T]
+    prompt_mask = torch.zeros((len(group), width), dtype=torch.bool)  # [B, T]
     for b, index in enumerate(group):
         row = rows[index]
         shift = width - len(row.ids) if left else 0
         input_ids[b, shift : shift + len(row.ids)] = torch.tensor(row.ids)
         attention_mask[b, shift : shift + len(row.ids)] = 1
         text_mask[b, shift + row.text_start : shift + row.text_end] = True
-    return Batch(group, input_ids.to(device), attention_mask.to(device), text_mask.to(device))
+        prompt_mask[b, shift : shift + row.prompt_length] = True
+    return Batch(group, input_ids.to(device), attention_mask.to(device), text_mask.to(device), prompt_mask.to(device))

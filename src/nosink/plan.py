@@ -7,8 +7,9 @@ number of layers L and returns a :class:`Schedule`, the exact list of layer call
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from nosink.errors import NosinkError
@@ -53,22 +54,25 @@ NAMED_PLANS: tuple[tuple[str, str, str], ...] = (
     ("extra-back:k=K", "EXTRA-BACK(k)", "bottom k layers backward from the embeddings + the causal model"),
     ("extend-bidir:k=K", "EXTEND-BIDIR(k)", "the causal model, then the top layer k more times bidir"),
     ("extend-back:k=K", "EXTEND-BACK(k)", "the causal model, then the top layer k more times backward"),
+    ("inter-back&bidir:k=K,k0=K0", "(released code)", "any ARCH-X(k), X = back|maskM: top k0 converted X, rest bidir"),
     ("mask{M}-bidir:k=K", "MASKm-BIDIR(k)", "top k layers bidir with tokens 0..m hidden (no sink)"),
     ("mask{M}-for:k=K", "MASKm-FOR(k)", "top k layers causal with tokens 0..m hidden"),
     ("mask{M}-all:k=K", "MASKm-ALL(k)", "top k nosink, every other layer nosink_causal"),
     ("mask{M}&bidir:k=K,k0=K0", "MASKm&BIDIR(k, k0)", "top k0 nosink, the k-k0 below them bidir"),
     ("layers:P,P,...", "(explicit)", "one pattern per layer: causal|backward|bidir|nosink|nosink_causal"),
     ("layers:I=P,A..B=P", "(explicit)", "patterns by layer index or range (negative = from top), rest causal"),
+    ("mask{M}-bidir:k=K,res=R", "(released code)", "any plan + res=R|none: reference mode, residual every R layers"),
 )
 
 _X_NAMES = {"bidir": LayerPattern(Pattern.BIDIR), "back": LayerPattern(Pattern.BACKWARD)}
 # re.ASCII everywhere: \d is 0-9 only, so "mask٠-bidir:k=٣" (Arabic-Indic digits) is not a plan.
 _NAME_RE = re.compile(
-    r"^(?:(?P<arch>inplace|inter|extra|extend)-(?P<x>bidir|back|mask\d+)"
+    r"^(?:(?P<arch>inplace|inter|extra|extend)-(?P<x>bidir|back|mask\d+)(?P<mixed>&bidir)?"
     r"|mask(?P<m>\d+)(?P<mask>-bidir|-for|-all|&bidir))$",
     re.ASCII,
 )
 _PARAM_RE = re.compile(r"^(k|k0)=(\d+)$", re.ASCII)
+_RES_RE = re.compile(r"^res=(?P<every>\d+|none)$", re.ASCII)
 _RULE_RE = re.compile(r"^(?P<a>-?\d+)(?:\.\.(?P<b>-?\d+))?=(?P<p>.+)$", re.ASCII)
 _REPEAT_RE = re.compile(r"^(?P<p>[^*]+)\*(?P<n>\d+)$", re.ASCII)
 
@@ -95,21 +99,42 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Residual:
+    """The released code's extra residual connection (reference mode only).
+
+    Along the main sequence of layer calls (the prefix, then the first branch), before call i with
+    ``i >= start`` and ``(i - start) % every == 0``: the call's input gets the last saved input
+    added, and is saved. With ``to_output`` (single-branch plans), the last saved input is also
+    added to the output before the final norm.
+    """
+
+    every: int
+    start: int
+    to_output: bool
+
+    def applies(self, index: int) -> bool:
+        return index >= self.start and (index - self.start) % self.every == 0
+
+
+@dataclass(frozen=True)
 class Schedule:
     """A plan resolved for a model with ``num_layers`` layers.
 
     Run ``prefix`` once from the embeddings; run every branch from the prefix's output; the
-    output is the final norm of the sum of the branch outputs.
+    output is the final norm of the sum of the branch outputs. ``reference``: converted layers
+    ignore sliding windows, and ``residual`` (if any) is added, as in the authors' released code.
     """
 
     num_layers: int
     prefix: tuple[Step, ...]
     branches: tuple[tuple[Step, ...], ...]
+    reference: bool = False
+    residual: Residual | None = None
 
     @property
     def layer_patterns(self) -> tuple[LayerPattern, ...] | None:
         """The per-layer patterns when the schedule is one ordinary pass over all layers, else None."""
-        if self.prefix or len(self.branches) != 1:
+        if self.prefix or len(self.branches) != 1 or self.residual is not None:
             return None
         steps = self.branches[0]
         if [s.layer for s in steps] != list(range(self.num_layers)):
@@ -130,8 +155,12 @@ class Schedule:
 class Plan:
     """A conversion configuration. Build one with :meth:`parse`, or from its fields.
 
-    ``pattern`` is X for the INPLACE/INTER/EXTRA/EXTEND families; ``m`` is the MASKm index of
-    the mask families; ``rules`` and ``length`` hold the explicit per-layer form.
+    ``pattern`` is X for the INPLACE/INTER/EXTRA/EXTEND families, where ``k0`` > 0 makes only the
+    top k0 of the k converted layers X and the ones below them bidir (the released code's mixed
+    form); ``m`` is the MASKm index of the mask families; ``rules`` and ``length`` hold the explicit
+    per-layer form. ``reference`` runs the plan as the authors' released code does: converted layers
+    ignore sliding windows, and ``res`` (an int, or None for off) is its extra residual every ``res``
+    layers (see :class:`Residual` and :meth:`from_reference`).
     """
 
     kind: PlanKind = PlanKind.BASELINE
@@ -141,18 +170,45 @@ class Plan:
     pattern: LayerPattern | None = None
     rules: tuple[LayerRule, ...] = field(default=())
     length: int | None = None
+    reference: bool = False
+    res: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", PlanKind(self.kind))
         for name in ("k", "k0", "m"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise NosinkError(f"plan parameter {name} must be an integer >= 0, got {value!r}")
         if self.k0 > self.k:
             raise NosinkError(f"k0 must be <= k (k0 of the top k layers are nosink), got k={self.k}, k0={self.k0}")
         LayerPattern(Pattern.NOSINK, self.m)  # the sink index's own bounds, checked when the plan is made
         if self.kind in (PlanKind.INPLACE, *_BRANCHED) and self.pattern is None:
             raise NosinkError(f"a {self.kind.value} plan needs a pattern X")
+        self._check_k0()
+        self._check_reference()
+
+    def _check_k0(self) -> None:
+        if not self.k0 or self.kind is PlanKind.MASK_AND_BIDIR:
+            return
+        if self.kind not in (PlanKind.INPLACE, *_BRANCHED):
+            raise NosinkError(f"a {self.kind.value} plan takes no k0")
+        if self.pattern == LayerPattern(Pattern.BIDIR):
+            raise NosinkError(f"{self.kind.value}-bidir takes no k0: its converted layers are all bidir already")
+
+    def _check_reference(self) -> None:
+        if self.res is not None:
+            if not self.reference:
+                raise NosinkError("res (the released code's residual) needs reference=True")
+            if not isinstance(self.res, int) or isinstance(self.res, bool) or self.res < 1:
+                raise NosinkError(
+                    f"res must be an integer >= 1, or none for no residual, got {self.res!r} "
+                    "(the released code fails with res_connect=0)"
+                )
+        if self.reference and self.kind in (PlanKind.INTER, PlanKind.EXTRA) and not self.k:
+            raise NosinkError(
+                f"reference mode: {self.kind.value} with k=0 fails in the released code (it has no converted "
+                "layers to branch from); use baseline"
+            )
 
     # ---------------------------------------------------------------- constructors
 
@@ -167,27 +223,35 @@ class Plan:
 
     @classmethod
     def parse(cls, text: str) -> Plan:
-        """Parse the string form, e.g. ``mask0&bidir:k=17,k0=2`` or ``layers:causal*3,bidir*2``."""
+        """Parse the string form, e.g. ``mask0&bidir:k=17,k0=2`` or ``layers:causal*3,bidir*2``.
+
+        A ``res=R`` (or ``res=none``) parameter makes it a reference-mode plan, e.g.
+        ``mask0&bidir:k=17,k0=2,res=3``.
+        """
         text = text.strip()
         head, _, params = text.partition(":")
+        params, reference = _take_res(params, text)
         if head == "baseline" and not params:
-            return cls()
+            return cls(**reference)
         if head == "layers":
-            return cls._parse_layers(params)
+            return replace(cls._parse_layers(params), **reference)
         match = _NAME_RE.match(head)
         if match is None:
             raise NosinkError(f"unknown plan {text!r}; run `nosink plans` for the list of plan names")
         values = _parse_params(params, text)
-        needed = {"k", "k0"} if match["mask"] == "&bidir" else {"k"}
+        needed = {"k", "k0"} if match["mask"] == "&bidir" or match["mixed"] else {"k"}
         if set(values) != needed:
             want = ",".join(f"{n}=…" for n in sorted(needed))
             raise NosinkError(f"plan {text!r} takes exactly {want}")
         if match["arch"]:
             kind = PlanKind(match["arch"])
-            x = _parse_x(match["x"], allow_mask=kind is not PlanKind.INPLACE, text=text)
-            return cls(kind, k=values["k"], pattern=x)
+            x = _parse_x(match["x"], allow_mask=kind is not PlanKind.INPLACE, text=text, mixed=bool(match["mixed"]))
+            k0 = values.get("k0", 0)
+            if match["mixed"] and not 1 <= k0 <= values["k"]:
+                raise NosinkError(f"plan {text!r}: k0 (the top layers that are {match['x']}) must be 1..k")
+            return cls(kind, k=values["k"], k0=0 if k0 == values["k"] else k0, pattern=x, **reference)
         kind = PlanKind("mask" + match["mask"])
-        return cls(kind, k=values["k"], k0=values.get("k0", 0), m=int(match["m"]))
+        return cls(kind, k=values["k"], k0=values.get("k0", 0), m=int(match["m"]), **reference)
 
     @classmethod
     def _parse_layers(cls, params: str) -> Plan:
@@ -230,45 +294,45 @@ class Plan:
     def from_reference(
         cls,
         *,
-        architecture: Architecture | str = Architecture.INPLACE,
+        architecture: Architecture | str = "INPLACE",
         mask_type: str = "MASK0",
         num_unsink_layers: int = 0,
         num_bidir_layers: int = 0,
-        unsink_layers: Sequence[int] | None = None,
-        bidir_layers: Sequence[int] | None = None,
+        unsink_layers: Sequence[int] | str | None = None,
+        bidir_layers: Sequence[int] | str | None = None,
+        res_connect: int | str | None = 3,
     ) -> Plan:
-        """The plan that the authors' released code builds from its arguments (SPEC §3).
+        """The reference-mode plan that the authors' released code runs for its arguments.
 
-        "Unsink" layers use ``mask_type`` (``MASKm`` → nosink with sink index m, ``BACK`` →
-        backward); counts place them at the top with the bidir layers right below; index lists
-        are 0-based absolute indices, negative counted from the top.
+        Takes the released argument names and values as its scripts pass them: ``architecture``
+        NONE/INPLACE/INTER/EXTRA/EXTEND in any case; ``mask_type`` MASK0 (nosink) or anything else,
+        which the released code runs as BACK; counts of "unsink" layers (top) and bidir layers
+        (below them), or 0-based index lists (negative = from the top; lists or strings such as
+        ``"2,3"``); ``res_connect`` its extra residual, default 3 as there, None for off. The plan
+        runs in reference mode: converted layers ignore sliding windows, as the released masks do.
         """
-        arch = Architecture(architecture)
+        arch = _reference_architecture(architecture)
         unsink = _reference_pattern(mask_type)
-        lists_given = unsink_layers is not None or bidir_layers is not None
-        if lists_given and (num_unsink_layers or num_bidir_layers):
-            raise NosinkError("give either layer counts or layer index lists, not both")
-        if lists_given:
-            if arch is not Architecture.INPLACE:
-                raise NosinkError(f"layer index lists need the inplace architecture, not {arch.value}")
-            mapping: dict[int | tuple[int, int], LayerPattern] = {}
-            for index in bidir_layers or ():
-                mapping[int(index)] = LayerPattern(Pattern.BIDIR)
-            for index in unsink_layers or ():
-                if int(index) in mapping:
-                    raise NosinkError(f"layer {index} is in both unsink_layers and bidir_layers")
-                mapping[int(index)] = unsink
-            return cls.from_layers(mapping)
+        res = _reference_res(res_connect)
+        unsink_list, bidir_list = _reference_list(unsink_layers), _reference_list(bidir_layers)
         u, b = int(num_unsink_layers), int(num_bidir_layers)
         if u < 0 or b < 0:
             raise NosinkError("num_unsink_layers and num_bidir_layers must be >= 0")
-        if arch is not Architecture.INPLACE:
-            if u and b:
-                raise NosinkError(f"the {arch.value} architecture converts with one pattern: give unsink or bidir")
-            if not (u or b):
-                return cls()
-            return cls(PlanKind(arch.value), k=u or b, pattern=unsink if u else LayerPattern(Pattern.BIDIR))
-        return _inplace_from_counts(unsink, u, b)
+        if arch == "NONE":
+            return cls(reference=True, res=res)
+        if (unsink_list or bidir_list) and (u or b):
+            raise NosinkError("give either layer counts or layer index lists, not both")
+        if unsink_list or bidir_list:
+            if arch != "INPLACE":
+                raise NosinkError(f"layer index lists need the INPLACE architecture, not {arch}")
+            return replace(_plan_from_lists(unsink, unsink_list, bidir_list), reference=True, res=res)
+        if arch == "INPLACE":
+            return replace(_inplace_from_counts(unsink, u, b), reference=True, res=res)
+        kind = PlanKind(arch.lower())
+        if not (u or b):
+            raise NosinkError(f"{arch} with no converted layers fails in the released code; use architecture NONE")
+        x, k0 = (unsink, u if b else 0) if u else (LayerPattern(Pattern.BIDIR), 0)
+        return cls(kind, k=u + b, k0=k0, pattern=x, reference=True, res=res)
 
     # ---------------------------------------------------------------- resolution
 
@@ -277,10 +341,30 @@ class Plan:
         n = num_layers
         if self.k > n and self.kind is not PlanKind.EXTEND:  # EXTEND's k repeats the top layer: any k runs
             raise NosinkError(f"plan {self} needs k={self.k} layers but the model has only L={n}")
+        residual = None
+        if self.res is not None:
+            single = self.kind not in (PlanKind.INTER, PlanKind.EXTRA)
+            residual = Residual(self.res, start=self._unsink_count(), to_output=single)
         if self.kind in _BRANCHED and self.k:
-            return _branched_schedule(self.kind, self.k, self.pattern, n)  # type: ignore[arg-type]
-        patterns = self._layer_patterns(n)
-        return Schedule(n, (), (tuple(Step(i, p) for i, p in enumerate(patterns)),))
+            schedule = _branched_schedule(self.kind, self._converted_patterns(), n)
+        else:
+            schedule = Schedule(n, (), (tuple(Step(i, p) for i, p in enumerate(self._layer_patterns(n))),))
+        return replace(schedule, reference=self.reference, residual=residual)
+
+    def _converted_patterns(self) -> list[LayerPattern]:
+        """The k converted patterns of an INPLACE/INTER/EXTRA/EXTEND plan, bottom to top."""
+        x: LayerPattern = self.pattern  # type: ignore[assignment]
+        if not self.k0:
+            return [x] * self.k
+        return [LayerPattern(Pattern.BIDIR)] * (self.k - self.k0) + [x] * self.k0
+
+    def _unsink_count(self) -> int:
+        """The released code's num_unsink_layers for this plan: where its residual starts (0 for index lists)."""
+        if self.kind in (PlanKind.INPLACE, *_BRANCHED):
+            return 0 if self.pattern == LayerPattern(Pattern.BIDIR) else self.k0 or self.k
+        if self.kind is PlanKind.MASK_AND_BIDIR:
+            return self.k0
+        return self.k if self.kind in _MASK_KINDS else 0
 
     def _layer_patterns(self, n: int) -> list[LayerPattern]:
         if self.kind is PlanKind.LAYERS:
@@ -288,8 +372,10 @@ class Plan:
         nosink = LayerPattern(Pattern.NOSINK, self.m)
         base = LayerPattern(Pattern.NOSINK_CAUSAL, self.m) if self.kind is PlanKind.MASK_ALL else CAUSAL
         patterns = [base] * n
+        if self.kind is PlanKind.INPLACE:
+            patterns[n - self.k :] = self._converted_patterns()
+            return patterns
         top = {
-            PlanKind.INPLACE: self.pattern,
             PlanKind.MASK_BIDIR: nosink,
             PlanKind.MASK_ALL: nosink,
             PlanKind.MASK_FOR: LayerPattern(Pattern.NOSINK_CAUSAL, self.m),
@@ -305,15 +391,20 @@ class Plan:
     # ---------------------------------------------------------------- string form
 
     def __str__(self) -> str:
+        res = f"res={self.res if self.res is not None else 'none'}" if self.reference else ""
         kind = self.kind
         if kind is PlanKind.BASELINE:
-            return "baseline"
+            return f"baseline:{res}" if res else "baseline"
         if kind is PlanKind.LAYERS:
-            return "layers:" + (_format_list(self.rules) if self.length is not None else _format_rules(self.rules))
+            rules = _format_list(self.rules) if self.length is not None else _format_rules(self.rules)
+            return "layers:" + ",".join(filter(None, (rules, res)))
         if kind in _MASK_KINDS:
             params = f"k={self.k},k0={self.k0}" if kind is PlanKind.MASK_AND_BIDIR else f"k={self.k}"
-            return f"mask{self.m}{kind.value.removeprefix('mask')}:{params}"
-        return f"{kind.value}-{_format_x(self.pattern)}:k={self.k}"  # type: ignore[arg-type]
+            head = f"mask{self.m}{kind.value.removeprefix('mask')}"
+        else:
+            params = f"k={self.k},k0={self.k0}" if self.k0 else f"k={self.k}"
+            head = f"{kind.value}-{_format_x(self.pattern)}{'&bidir' if self.k0 else ''}"  # type: ignore[arg-type]
+        return f"{head}:" + ",".join(filter(None, (params, res)))
 
 
 # -------------------------------------------------------------------- helpers
@@ -331,11 +422,30 @@ def _parse_params(params: str, text: str) -> dict[str, int]:
     return values
 
 
-def _parse_x(name: str, *, allow_mask: bool, text: str) -> LayerPattern:
+def _take_res(params: str, text: str) -> tuple[str, dict]:
+    """Split a ``res=R|none`` item off the parameters: (the other parameters, Plan keyword arguments)."""
+    items = [item.strip() for item in params.split(",")]
+    found = [_RES_RE.match(item) for item in items]
+    matches = [match for match in found if match]
+    if len(matches) > 1:
+        raise NosinkError(f"parameter res given twice in plan {text!r}")
+    if not matches:
+        if any(item.startswith("res=") for item in items):
+            raise NosinkError(f"bad res in plan {text!r}; expected res=R (an integer >= 1) or res=none")
+        return params, {}
+    every = matches[0]["every"]
+    rest = ",".join(item for item, match in zip(items, found, strict=True) if not match)
+    return rest, {"reference": True, "res": None if every == "none" else int(every)}
+
+
+def _parse_x(name: str, *, allow_mask: bool, text: str, mixed: bool = False) -> LayerPattern:
+    if mixed and name == "bidir":
+        raise NosinkError(f"{text!r}: the &bidir form needs X = back or maskM (bidir&bidir is just bidir)")
     if name in _X_NAMES:
         return _X_NAMES[name]
     if not allow_mask:
-        raise NosinkError(f"{text!r}: in-place nosink is spelled mask{name[4:]}-bidir:k=K")
+        spelled = f"mask{name[4:]}&bidir:k=K,k0=K0" if mixed else f"mask{name[4:]}-bidir:k=K"
+        raise NosinkError(f"{text!r}: in-place nosink is spelled {spelled}")
     return LayerPattern(Pattern.NOSINK, int(name[4:]))
 
 
@@ -394,40 +504,86 @@ def _absolute(index: int, n: int) -> int:
     return absolute
 
 
+_ARCHITECTURES = ("NONE", "INPLACE", "INTER", "EXTRA", "EXTEND")
+
+
+def _reference_architecture(architecture: Architecture | str) -> str:
+    name = (architecture.value if isinstance(architecture, Architecture) else str(architecture)).upper()
+    if name not in _ARCHITECTURES:
+        raise NosinkError(f"unknown architecture {architecture!r}; the released code takes {', '.join(_ARCHITECTURES)}")
+    return name
+
+
 def _reference_pattern(mask_type: str) -> LayerPattern:
+    """MASK0 is nosink; the released code runs any other mask_type as BACK (it checks for MASK0 only)."""
     name = str(mask_type).upper()
-    if name == "BACK":
-        return LayerPattern(Pattern.BACKWARD)
-    match = re.fullmatch(r"MASK(\d+)", name, re.ASCII)
-    if match is None:
-        raise NosinkError(f"unknown mask_type {mask_type!r}; the released code uses MASK0 (or MASKm) and BACK")
-    return LayerPattern(Pattern.NOSINK, int(match[1]))
+    if name == "MASK0":
+        return LayerPattern(Pattern.NOSINK)
+    if name != "BACK":
+        warnings.warn(
+            f"mask_type {mask_type!r} runs as BACK (backward attention): the released code treats every "
+            "mask_type other than MASK0 as BACK",
+            stacklevel=3,
+        )
+    return LayerPattern(Pattern.BACKWARD)
+
+
+def _reference_res(res_connect: int | str | None) -> int | None:
+    if res_connect is None or (isinstance(res_connect, str) and res_connect.strip().lower() in ("none", "")):
+        return None
+    try:
+        return int(res_connect)
+    except (TypeError, ValueError):
+        raise NosinkError(f"res_connect must be an integer >= 1 or None, got {res_connect!r}") from None
+
+
+def _reference_list(layers: Sequence[int] | str | None) -> list[int]:
+    """An index list as given in Python or as the released scripts pass it ("2,3", "[2 3]", "none")."""
+    if layers is None:
+        return []
+    if isinstance(layers, str):
+        text = layers.strip().strip("[](){}")
+        if text.lower() in ("", "none", "false", "f", "no", "n"):
+            return []
+        items = text.replace(",", " ").split()
+        try:
+            return [int(item) for item in items]
+        except ValueError:
+            raise NosinkError(f"bad layer index list {layers!r}; expected integers such as '2,3' or '-1'") from None
+    return [int(index) for index in layers]
+
+
+def _plan_from_lists(unsink: LayerPattern, unsink_layers: list[int], bidir_layers: list[int]) -> Plan:
+    mapping: dict[int | tuple[int, int], LayerPattern] = {}
+    for index in bidir_layers:
+        mapping[index] = LayerPattern(Pattern.BIDIR)
+    for index in unsink_layers:
+        if index in mapping:
+            raise NosinkError(f"layer {index} is in both unsink_layers and bidir_layers")
+        mapping[index] = unsink
+    return Plan.from_layers(mapping)
 
 
 def _inplace_from_counts(unsink: LayerPattern, u: int, b: int) -> Plan:
     if not (u or b):
         return Plan()
-    if unsink.kind is Pattern.NOSINK:
-        if b and u:
-            return Plan(PlanKind.MASK_AND_BIDIR, k=u + b, k0=u, m=unsink.m)
-        if u:
-            return Plan(PlanKind.MASK_BIDIR, k=u, m=unsink.m)
-    elif not b:
-        return Plan(PlanKind.INPLACE, k=u, pattern=unsink)
     if not u:
         return Plan(PlanKind.INPLACE, k=b, pattern=LayerPattern(Pattern.BIDIR))
-    # BACK above bidir has no paper name: an explicit rule set.
-    rules = {(-u, -1): unsink, (-(u + b), -(u + 1)): LayerPattern(Pattern.BIDIR)}
-    return Plan.from_layers(rules)
+    if unsink.kind is Pattern.NOSINK:
+        if b:
+            return Plan(PlanKind.MASK_AND_BIDIR, k=u + b, k0=u, m=unsink.m)
+        return Plan(PlanKind.MASK_BIDIR, k=u, m=unsink.m)
+    return Plan(PlanKind.INPLACE, k=u + b, k0=u if b else 0, pattern=unsink)
 
 
-def _branched_schedule(kind: PlanKind, k: int, x: LayerPattern, n: int) -> Schedule:
+def _branched_schedule(kind: PlanKind, converted: list[LayerPattern], n: int) -> Schedule:
+    k = len(converted)
     causal_all = tuple(Step(i, CAUSAL) for i in range(n))
     if kind is PlanKind.INTER:
         prefix = causal_all[: n - k]
-        converted = tuple(Step(i, x) for i in range(n - k, n))
-        return Schedule(n, prefix, (converted, causal_all[n - k :]))
+        steps = tuple(Step(i, x) for i, x in zip(range(n - k, n), converted, strict=True))
+        return Schedule(n, prefix, (steps, causal_all[n - k :]))
     if kind is PlanKind.EXTRA:
-        return Schedule(n, (), (tuple(Step(i, x) for i in range(k)), causal_all))
-    repeats = tuple(Step(n - 1, x) for _ in range(k))  # EXTEND
+        return Schedule(n, (), (tuple(Step(i, x) for i, x in enumerate(converted)), causal_all))
+    repeats = tuple(Step(n - 1, x) for x in converted)  # EXTEND
     return Schedule(n, (), (causal_all + repeats,))

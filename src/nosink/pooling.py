@@ -12,12 +12,17 @@ class Pooling(Choice):
 
     ``mean`` and ``weighted_mean`` average the text's own tokens (no instruction, no BOS/sink or
     other special token); ``last`` and ``first`` take the last and first real token of the row.
+    ``reference_mean`` is the authors' released code's mean: every real token except the prompt,
+    which is the leading special tokens and the instruction when there is an instruction, and
+    nothing otherwise; so a text without instruction averages BOS (the sink, whose state is an
+    outlier) in, and trailing specials (EOS) always count.
     """
 
     MEAN = "mean"
     WEIGHTED_MEAN = "weighted_mean"
     LAST = "last"
     FIRST = "first"
+    REFERENCE_MEAN = "reference_mean"
 
     @classmethod
     def noun(cls) -> str:
@@ -29,10 +34,15 @@ def pool(
     attention_mask: torch.Tensor,  # [B, T], 1 = real token
     text_mask: torch.Tensor,  # [B, T], True = a text token
     pooling: Pooling,
+    prompt_mask: torch.Tensor | None = None,  # [B, T], True = a prompt token; needed by reference_mean
 ) -> torch.Tensor:
     """[B, T, D] -> [B, D], computed in float32."""
     states = states.float()
-    if pooling in (Pooling.MEAN, Pooling.WEIGHTED_MEAN):
+    if pooling is Pooling.REFERENCE_MEAN:
+        if prompt_mask is None:
+            raise ValueError("reference_mean pooling needs the prompt mask")
+        text_mask = attention_mask.bool() & ~prompt_mask  # [B, T]: every real token after the prompt
+    if pooling in (Pooling.MEAN, Pooling.WEIGHTED_MEAN, Pooling.REFERENCE_MEAN):
         weights = text_mask.float()  # [B, T]
         if pooling is Pooling.WEIGHTED_MEAN:
             weights = weights.cumsum(-1) * weights  # [B, T]: 1, 2, …, n over the text tokens

@@ -8,7 +8,7 @@ from torch import nn
 from nosink.attention import CONTEXT_KWARG, AttentionRecord, CallContext, nosink_attention_enabled
 from nosink.families import Family, LayerInputs
 from nosink.patterns import CAUSAL, LayerPattern, relative_positions
-from nosink.plan import Schedule, Step
+from nosink.plan import Schedule
 
 
 def run_schedule(
@@ -30,6 +30,7 @@ def run_schedule(
     patterns = schedule.layer_patterns
     plain = records is None and segment_ids is None
     vanilla = patterns is not None and plain and all(p == CAUSAL for p in patterns)
+    reference = schedule.reference
     with nosink_attention_enabled(base, switch=not vanilla):
         if vanilla:
             return _model_forward(base, input_ids, attention_mask, position_ids)  # baseline: the model untouched
@@ -37,9 +38,11 @@ def run_schedule(
             # Causal layers keep the model's own mask (None), unless attention is recorded (eager, with
             # nosink's explicit mask) or rows are packed (the model's mask does not know where texts end).
             own_mask = tuple(None if p == CAUSAL and plain else p for p in patterns)
-            context = CallContext(attention_mask, segment_ids, layer_patterns=own_mask, records=records)
+            context = CallContext(
+                attention_mask, segment_ids, layer_patterns=own_mask, records=records, reference=reference
+            )
             return _model_forward(base, input_ids, attention_mask, position_ids, **{CONTEXT_KWARG: context})
-        context = CallContext(attention_mask, segment_ids, records=records)
+        context = CallContext(attention_mask, segment_ids, records=records, reference=reference)
         return _run_branches(base, family, schedule, input_ids, position_ids, context)
 
 
@@ -64,17 +67,33 @@ def _run_branches(
     position_ids: torch.Tensor,
     context: CallContext,
 ) -> torch.Tensor:
+    """Layer by layer: the main sequence (prefix, then the first branch), then the other branches.
+
+    The other branches start from the main sequence's state where the prefix ends; the released
+    code's residual (``schedule.residual``, reference mode) is added along the main sequence only.
+    """
     layers = family.decoder_layers(base)
     hidden = family.embed(base, input_ids, position_ids)  # [B, T, D]
     layer_inputs = family.layer_inputs(base, hidden, position_ids)
-
-    def run(steps: tuple[Step, ...], h: torch.Tensor) -> torch.Tensor:
-        for step in steps:
+    residual = schedule.residual
+    main = schedule.prefix + schedule.branches[0]
+    saved: torch.Tensor | None = None  # [B, T, D]: the last layer input the residual saved
+    shared = hidden  # [B, T, D]
+    for index, step in enumerate(main):
+        if residual is not None and residual.applies(index):
+            hidden = hidden if saved is None else hidden + saved  # [B, T, D]
+            saved = hidden
+        if index == len(schedule.prefix):
+            shared = hidden  # the other branches start here (after the residual, as in the released code)
+        hidden = _call_layer(layers, layer_inputs, context, step.layer, step.pattern, hidden)  # [B, T, D]
+    total = hidden  # [B, T, D]: A
+    for branch in schedule.branches[1:]:
+        h = shared
+        for step in branch:
             h = _call_layer(layers, layer_inputs, context, step.layer, step.pattern, h)  # [B, T, D]
-        return h
-
-    shared = run(schedule.prefix, hidden)  # [B, T, D]
-    total = sum(run(branch, shared) for branch in schedule.branches)  # [B, T, D]: A + B
+        total = total + h  # [B, T, D]: A + B
+    if residual is not None and residual.to_output and saved is not None:
+        total = total + saved  # [B, T, D]
     return family.final_norm(base)(total)  # [B, T, D]
 
 
@@ -90,12 +109,12 @@ def run_schedules(
     Single-pass schedules form a tree by their per-layer patterns: a layer call is made once for
     all schedules that agree on every layer up to it. A k-sweep of ``inplace-bidir`` over k = 1…L
     thus costs L causal layer calls plus the converted tops (L + L(L+1)/2 calls instead of L²).
-    Branched schedules (INTER/EXTRA/EXTEND) run one by one.
+    Branched schedules (INTER/EXTRA/EXTEND) and reference-mode ones run one by one.
     """
     results: list[torch.Tensor | None] = [None] * len(schedules)
-    single = [i for i, s in enumerate(schedules) if s.layer_patterns is not None]
+    single = [i for i, s in enumerate(schedules) if s.layer_patterns is not None and not s.reference]
     for i, schedule in enumerate(schedules):
-        if schedule.layer_patterns is None:
+        if i not in single:  # branched, or reference mode (its own window rule and residual)
             results[i] = run_schedule(base, family, schedule, input_ids, attention_mask)
     if single:
         position_ids = relative_positions(attention_mask)  # [B, T]

@@ -38,9 +38,15 @@ SWEEP_FAMILIES = (
     "extra-back",
     "extend-bidir",
     "extend-back",
+    "ARCH-back&bidir",
+    "ARCH-mask{M}&bidir",
 )
 DEFAULT_K0_GRID = (1, 2, 4)
-_FAMILY_RE = re.compile(r"^(inplace|inter|extra|extend)-(bidir|back)$|^mask(\d+)(-bidir|-for|-all|&bidir)$")
+_FAMILY_RE = re.compile(
+    r"^(?:(inplace|inter|extra|extend)-(bidir|back)|(inter|extra|extend)-mask\d+|(inplace|inter|extra|extend)-back&bidir"
+    r"|(inter|extra|extend)-mask\d+&bidir|mask(\d+)(-bidir|-for|-all|&bidir))(?::res=(?:\d+|none))?$",
+    re.ASCII,
+)
 
 
 class SweepTask(Protocol):
@@ -143,7 +149,10 @@ def check_family(family: str) -> None:
     """A clear error for a name that is not a sweepable family (checked before any model loads)."""
     if _FAMILY_RE.match(family) is None:
         known = ", ".join(SWEEP_FAMILIES)
-        raise NosinkError(f"unknown sweep family {family!r}; use one of {known} (M = a sink index, e.g. mask0)")
+        raise NosinkError(
+            f"unknown sweep family {family!r}; use one of {known} (M = a sink index, e.g. mask0; ARCH = inplace, "
+            "inter, extra or extend; add :res=R or :res=none for the released code's reference mode)"
+        )
 
 
 def family_plans(
@@ -151,17 +160,22 @@ def family_plans(
 ) -> list[Plan]:
     """Every plan of one configuration family: k over ``ks`` (default 1…L), and k0 over ``k0s`` for ``&bidir``.
 
-    ``family`` is a plan name without parameters: ``inplace-bidir``, ``mask0-bidir``, ``mask0&bidir``, ….
+    ``family`` is a plan name without parameters: ``inplace-bidir``, ``mask0-bidir``, ``mask0&bidir``, …,
+    optionally with ``:res=R`` (reference mode, e.g. ``mask0&bidir:res=3``). For the ``ARCH-X&bidir``
+    families k0 stays below k (k0 = k is the family ``ARCH-X`` itself).
     """
     check_family(family)
+    name, _, res = family.partition(":")
+    suffix = f",{res}" if res else ""
     ks = list(ks) if ks is not None else list(range(1, num_layers + 1))
     bad = [k for k in ks if not 1 <= k <= num_layers]
     if bad:
         raise NosinkError(f"k values {bad} are outside 1..{num_layers} for this model")
-    if not family.endswith("&bidir"):
-        return [Plan.parse(f"{family}:k={k}") for k in ks]
+    if not name.endswith("&bidir"):
+        return [Plan.parse(f"{name}:k={k}{suffix}") for k in ks]
     grid = list(k0s) if k0s is not None else list(DEFAULT_K0_GRID)
-    return [Plan.parse(f"{family}:k={k},k0={k0}") for k in ks for k0 in grid if 1 <= k0 <= k]
+    below = 0 if name.startswith("mask") else 1  # ARCH-X&bidir with k0 = k would be ARCH-X
+    return [Plan.parse(f"{name}:k={k},k0={k0}{suffix}") for k in ks for k0 in grid if 1 <= k0 <= k - below]
 
 
 @torch.inference_mode()
@@ -186,7 +200,8 @@ def sweep_features(
     progress = {"show_progress_bar": show_progress_bar, "description": f"sweep ({len(plans)} plans)"}
     for batch, states in encoder.run_batches(rows, batch_size=batch_size, run=run, **progress):
         for output, state in zip(features, states, strict=True):
-            output[batch.indices] = pool(state, batch.attention_mask, batch.text_mask, encoder.pooling).cpu().numpy()
+            pooled = pool(state, batch.attention_mask, batch.text_mask, encoder.pooling, batch.prompt_mask)  # [B, D]
+            output[batch.indices] = pooled.cpu().numpy()
     return features
 
 
@@ -221,7 +236,7 @@ def run_sweep(
     rows = []
     for (family, plan), feature in zip(plans, features, strict=True):
         metrics = task.score(feature)
-        k0 = plan.k0 if family.endswith("&bidir") else None
+        k0 = plan.k0 if family.partition(":")[0].endswith("&bidir") else None
         rows.append(SweepRow(family, str(plan), plan.k, k0, metrics, float(metrics[task.main_metric])))
     best = max(rows, key=lambda row: row.score).plan
     seconds = {"features": encoded - start, "scoring": time.perf_counter() - encoded}

@@ -18,7 +18,9 @@ class ServerSettings(BaseSettings):
 
     model: str = Field(description="hub name, local folder or .gguf file of the decoder")
     plan: str = Field("baseline", description="conversion plan, e.g. mask0&bidir:k=17,k0=2")
-    pooling: Literal["mean", "weighted_mean", "last", "first"] = Field("mean", description="pooling mode")
+    pooling: Literal["mean", "weighted_mean", "last", "first", "reference_mean"] = Field(
+        "mean", description="pooling mode"
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="weights dtype")
     device: str | None = Field(None, description="cpu, cuda, cuda:1 … (default: cuda when available)")
     served_model_name: str | None = Field(None, description="model name in responses (default: --model)")
