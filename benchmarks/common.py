@@ -154,7 +154,8 @@ def vanilla(
 
 
 def plans_for(layers: int, k: int) -> list[str]:
-    """One plan of each family: baseline, INPLACE over all layers, the two MASK0 plans and the branched ones."""
+    """One plan of each family: baseline, INPLACE over all layers, the two MASK0 plans, the branched ones, and one
+    reference-mode plan."""
     return [
         "baseline",
         f"inplace-bidir:k={layers}",
@@ -163,6 +164,7 @@ def plans_for(layers: int, k: int) -> list[str]:
         f"inter-back:k={k}",
         f"extra-back:k={k}",
         f"extend-back:k={k}",
+        f"mask0&bidir:k={k},k0=1,res=3",  # reference mode: layer by layer, with the released code's residual
     ]
 
 
@@ -192,6 +194,9 @@ def against(name: str, median: dict[str, float], layers: int, k: int) -> dict:
     reference |= dict.fromkeys(plans_for(layers, k)[1:4], "vanilla is_causal=False")
     if name in reference and reference[name] in median:
         return {"vs": reference[name], "ratio": median[reference[name]] / median[name]}
+    plain = name.removesuffix(",res=3")
+    if plain != name and plain in median:  # reference mode (layer by layer, residual) against the same plan without
+        return {"vs": plain, "time_over_plain": median[name] / median[plain]}
     inplace = f"inplace-bidir:k={layers}"
     if name.startswith(("inter-", "extra-", "extend-")) and inplace in median:
         time_over = median[name] / median[inplace]
@@ -202,6 +207,8 @@ def against(name: str, median: dict[str, float], layers: int, k: int) -> dict:
 def ratio_text(row: dict) -> str:
     if "bound" in row:
         return f"{row['time_over_inplace']:.3f}x time (bound {row['bound']:.3f})"
+    if "time_over_plain" in row:
+        return f"{row['time_over_plain']:.3f}x time of {row['vs']}"
     return f"{row['ratio']:.3f}x" if "ratio" in row else ""
 
 

@@ -134,7 +134,8 @@ def long_batch(tokenizer, tokens: int, rows: int, device: torch.device) -> Batch
         input_ids[r, : len(line.ids)] = torch.tensor(line.ids)
         attention_mask[r, : len(line.ids)] = 1
         text_mask[r, line.text_start : line.text_end] = True
-    return Batch(list(range(rows)), input_ids.to(device), attention_mask.to(device), text_mask.to(device))
+    prompt_mask = torch.zeros_like(text_mask)  # no instruction
+    return Batch(list(range(rows)), *(t.to(device) for t in (input_ids, attention_mask, text_mask, prompt_mask)))
 
 
 def throughput(model, encoders, groups, repeats: int, layers: int, k: int, sync, tokens: int) -> list[dict]:

@@ -136,6 +136,26 @@ def test_instruction_changes_the_result(
     np.testing.assert_allclose(written, encoder.encode(TEXTS, instruction=instruction), atol=1e-6, rtol=0)
 
 
+def test_reference_plan_and_pooling_reach_the_encoder(tmp_path: Path, lines_file: Path, encoder: Encoder) -> None:
+    plan, task = "mask0&bidir:k=3,k0=1,res=2", "Retrieve stories about animals"
+    assert (
+        encode("--pooling", "reference_mean", "--instruction", task, lines_file, "-o", tmp_path / "o.npy", plan=plan)
+        == 0
+    )
+    expected = encoder.with_plan(plan, pooling="reference_mean").encode(TEXTS, instruction=task)
+    np.testing.assert_allclose(np.load(tmp_path / "o.npy"), expected, atol=1e-6, rtol=0)
+    paper = encoder.with_plan("mask0&bidir:k=3,k0=1", pooling="reference_mean").encode(TEXTS, instruction=task)
+    assert np.abs(paper - expected).max() > 1e-3  # the residual changes the vectors
+
+
+def test_inspect_marks_the_reference_residual(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", "--model", str(MODEL), "--plan", "mask0&bidir:k=3,k0=1,res=2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["call", "layer", "pattern", "branch", "residual"]
+    assert [line.split()[-1] == "+saved" for line in lines[2:7]] == [False, True, False, True, False]
+    assert "residual every 2 calls from call 1" in lines[7] and "added to the output" in lines[7]
+
+
 def test_pooling_plan_and_batching_options_reach_the_encoder(
     tmp_path: Path, lines_file: Path, encoder: Encoder
 ) -> None:

@@ -51,6 +51,14 @@ def model_path(model: str, tiny_path: str) -> str:
     return str(STORIES) if model == "stories" else tiny_path
 
 
+def test_reference_plan_is_recorded(tiny_path: str, tmp_path: Path, capsys) -> None:
+    data = DATA / "sick" / "SICK_test_annotated.txt"
+    plan = "mask0&bidir:k=3,k0=1,res=3"
+    args = ["eval", "sts", "--model", tiny_path, "--plan", plan, "--pooling", "reference_mean", "--data", str(data)]
+    _, record = run([*args, "--limit", "40"], tmp_path, capsys)
+    assert record["model"]["plan"] == plan and record["model"]["pooling"] == "reference_mean"
+
+
 @pytest.mark.parametrize("model", ["stories", "tiny"])
 @pytest.mark.parametrize("dataset", ["banking77", "emotion"])
 def test_classification(dataset: str, model: str, tiny_path: str, tmp_path: Path, capsys) -> None:

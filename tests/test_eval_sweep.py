@@ -41,6 +41,7 @@ def test_shared_prefix_states_equal_separate_runs(model_name: str) -> None:
 def test_sweep_features_equal_encode_per_plan() -> None:
     encoder = Encoder.from_model(tiny_model("llama"), tiny_tokenizer(), pooling="weighted_mean")
     plans = family_plans("mask0&bidir", 4, k0s=[1, 2]) + family_plans("inplace-back", 4, ks=[1, 3])
+    plans += family_plans("mask0&bidir:res=2", 4, ks=[3], k0s=[1])  # reference mode runs alone, with its residual
     features = sweep_features(encoder, TEXTS, plans, instruction="find the story", batch_size=2)
     for plan, feature in zip(plans, features, strict=True):
         expected = encoder.with_plan(plan).encode(TEXTS, instruction="find the story")
@@ -71,8 +72,19 @@ def test_family_plans_grids_and_errors() -> None:
         "mask0&bidir:k=3,k0=2",
     ]
     assert [str(p) for p in family_plans("extend-back", 5, ks=[2, 5])] == ["extend-back:k=2", "extend-back:k=5"]
+    assert [str(p) for p in family_plans("mask0-bidir:res=3", 4, ks=[1, 2])] == [
+        "mask0-bidir:k=1,res=3",
+        "mask0-bidir:k=2,res=3",
+    ]
+    assert [str(p) for p in family_plans("inter-back&bidir:res=none", 3, k0s=[1, 2])] == [
+        "inter-back&bidir:k=2,k0=1,res=none",
+        "inter-back&bidir:k=3,k0=1,res=none",
+        "inter-back&bidir:k=3,k0=2,res=none",
+    ]
     with pytest.raises(NosinkError, match="unknown sweep family"):
         family_plans("mask0-bidir:k=2", 4)
+    with pytest.raises(NosinkError, match="unknown sweep family"):
+        family_plans("inplace-mask0&bidir", 4)
     with pytest.raises(NosinkError, match=r"outside 1\.\.4"):
         family_plans("inplace-bidir", 4, ks=[0, 5])
 

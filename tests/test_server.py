@@ -271,7 +271,8 @@ def test_nosink_serve_command_end_to_end(tmp_path) -> None:
     if not STORIES.exists():
         pytest.skip("../shared/models/stories260k is not available")
     port = free_port()
-    env = {**os.environ, "NOSINK_API_KEYS": "k1", "NOSINK_PLAN": "mask0-bidir:k=2"}
+    plan = "mask0&bidir:k=2,k0=1,res=3"  # a reference-mode plan, with the released code's pooling
+    env = {**os.environ, "NOSINK_API_KEYS": "k1", "NOSINK_PLAN": plan, "NOSINK_POOLING": "reference_mean"}
     command = [sys.executable, "-m", "nosink.cli", "serve", "--model", str(STORIES), "--port", str(port)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -284,9 +285,10 @@ def test_nosink_serve_command_end_to_end(tmp_path) -> None:
                     break
             assert time.time() < deadline, "the server did not come up"
             time.sleep(0.2)
-        assert httpx.get(f"{base}/info", headers=headers).json()["plan"] == "mask0-bidir:k=2"
+        info = httpx.get(f"{base}/info", headers=headers).json()
+        assert (info["plan"], info["pooling"]) == (plan, "reference_mean")
         answer = httpx.post(f"{base}/v1/embeddings", json={"input": ["Once upon a time"]}, headers=headers)
-        expected = Encoder.from_pretrained(str(STORIES), plan="mask0-bidir:k=2").encode(
+        expected = Encoder.from_pretrained(str(STORIES), plan=plan, pooling="reference_mean").encode(
             ["Once upon a time"], normalize=True
         )
         np.testing.assert_allclose(answer.json()["data"][0]["embedding"], expected[0], atol=1e-5)

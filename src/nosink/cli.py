@@ -20,13 +20,16 @@ from nosink.eval.commands import add_commands
 from nosink.index.commands import add_commands as add_index_commands
 from nosink.io import INPUT_FORMATS, check_output, read_inputs, write_embeddings
 from nosink.model_commands import add_commands as add_model_commands
-from nosink.plan import NAMED_PLANS, Plan
+from nosink.plan import NAMED_PLANS, Plan, Schedule
 from nosink.pooling import Pooling
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 USER_ERRORS = (NosinkError, OSError, json.JSONDecodeError, ValueError)  # FileNotFoundError is an OSError
-PLAN_KEY = "M = the MASKm sink index (tokens 0..M hidden), K = layers converted, K0 = how many of the top K are nosink"
+PLAN_KEY = (
+    "M = the MASKm sink index (tokens 0..M hidden), K = layers converted, K0 = how many of the top K are nosink "
+    "(X for ARCH-X&bidir), R = the released code's residual period (res=none: off); see docs/reproducing.md"
+)
 
 _MAIN_EXAMPLES = """\
 examples:
@@ -225,10 +228,32 @@ def run_inspect(args: argparse.Namespace) -> int:
     schedule = plan.resolve(num_layers)
     print(f"plan {plan} on {config.model_type} (L={num_layers})")
     rows = [(str(call), str(layer), pattern, branch) for call, (layer, pattern, branch) in enumerate(schedule.rows())]
-    print(format_table([("call", "layer", "pattern", "branch"), *rows]))
+    header: tuple[str, ...] = ("call", "layer", "pattern", "branch")
+    residual = schedule.residual
+    if residual is not None:  # the released code's residual: which calls get the saved input added to theirs
+        main_calls = len(schedule.prefix) + len(schedule.branches[0])
+        header += ("residual",)
+        rows = [
+            (*row, "+saved" if call < main_calls and residual.applies(call) else "") for call, row in enumerate(rows)
+        ]
+    print(format_table([header, *rows]))
     if len(schedule.branches) > 1:
         print("the branch outputs are summed, then the final norm is applied")
+    if schedule.reference:
+        print(_reference_note(schedule))
     return 0
+
+
+def _reference_note(schedule: Schedule) -> str:
+    residual = schedule.residual
+    if residual is None:
+        return "reference mode (the released code), residual off: converted layers ignore sliding windows"
+    output = "; the last saved input is also added to the output before the final norm" if residual.to_output else ""
+    return (
+        f"reference mode (the released code): residual every {residual.every} calls from call {residual.start} "
+        f"(+saved: the call's input gets the last saved input added, and is saved){output}; "
+        "converted layers ignore sliding windows"
+    )
 
 
 # -------------------------------------------------------------------- helpers
