@@ -10,9 +10,10 @@ Both wrappers here satisfy :class:`nosink.eval.base.Embedder`:
 
 Instructions: a baseline has no token-level boundary between instruction and text, so the
 instruction is put in front of the text in E5-Mistral's format ``Instruct: {instruction}\\nQuery: ``
-and **is part of the pooled text** (unlike ``nosink.Encoder``, which tokenizes the instruction
-apart and excludes its tokens from pooling). A sentence-transformers model whose ``Pooling``
-module has ``include_prompt=False`` excludes it, as sentence-transformers itself does.
+and **is part of the pooled text** (unlike ``nosink.Encoder``, which tokenizes the same string
+but finds the instruction's tokens by character offsets and excludes them from pooling). A
+sentence-transformers model whose ``Pooling`` module has ``include_prompt=False`` excludes it, as
+sentence-transformers itself does.
 
 :func:`load_embedder` is the one entry point for the CLI: ``nosink:NAME`` (or a bare name),
 ``st:NAME`` or ``hf:NAME``. :func:`describe_embedder` gives a small dict for result records.

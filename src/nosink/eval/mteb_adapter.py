@@ -10,8 +10,9 @@ side of the input (``prompt_type``: query or document); the adapter picks the pa
   gets the instruction, on both sides of a pair. This is E5-Mistral's convention, which the paper
   follows.
 
-For a nosink ``Encoder`` the instruction is tokenized apart and excluded from mean pooling by token
-ids; for a baseline it is prepended as text and pooled with it (see ``nosink.eval.baselines``).
+For a nosink ``Encoder`` the instruction and the text are tokenized as one string and the
+instruction's tokens (found by character offsets) are excluded from mean pooling; for a baseline it
+is prepended as text and pooled with it (see ``nosink.eval.baselines``).
 
 :func:`run_mteb` evaluates the paper's 15 tasks (:data:`PAPER15`) or any other MTEB tasks. MTEB
 downloads task data from the Hugging Face hub, so it first checks that the hub is reachable and
