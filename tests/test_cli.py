@@ -152,7 +152,7 @@ def test_inspect_marks_the_reference_residual(capsys: pytest.CaptureFixture[str]
     assert main(["inspect", "--model", str(MODEL), "--plan", "mask0&bidir:k=3,k0=1,res=2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ["call", "layer", "pattern", "branch", "residual"]
-    assert [line.split()[-1] == "+saved" for line in lines[2:7]] == [False, True, False, True, False]
+    assert [line.split()[-1] for line in lines[2:7]] == ["main", "save", "main", "+saved", "main"]
     assert "residual every 2 calls from call 1" in lines[7] and "added to the output" in lines[7]
 
 

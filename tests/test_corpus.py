@@ -338,6 +338,20 @@ def test_a_different_job_in_the_same_folder_is_refused(tmp_path: Path, encoder: 
     assert (tmp_path / "out" / "manifest.json").read_text() == before
 
 
+def test_a_job_from_before_one_string_instructions_is_not_resumed(tmp_path: Path, encoder: Encoder) -> None:
+    """Its shards were embedded with the instruction tokenized apart; resuming would mix the two tokenizations."""
+    path = write_jsonl(tmp_path / "c.jsonl", make_texts(30, seed=5))
+    options = {"shard_size": 10, "show_progress_bar": False, "instruction": "Find stories"}
+    embed_corpus(encoder, CorpusSource.open(path), tmp_path / "out", **options)
+    manifest_path = tmp_path / "out" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["instruction_tokens"] == "one string with the text"
+    del manifest["instruction_tokens"]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(NosinkError, match="instruction_tokens: None there"):
+        embed_corpus(encoder, CorpusSource.open(path), tmp_path / "out", **options)
+
+
 @pytest.mark.parametrize(
     ("content", "reason"),
     [

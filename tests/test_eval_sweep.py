@@ -85,6 +85,8 @@ def test_family_plans_grids_and_errors() -> None:
         family_plans("mask0-bidir:k=2", 4)
     with pytest.raises(NosinkError, match="unknown sweep family"):
         family_plans("inplace-mask0&bidir", 4)
+    with pytest.raises(NosinkError, match="has no plan for k"):
+        family_plans("inter-back&bidir", 4, ks=[1])
     with pytest.raises(NosinkError, match=r"outside 1\.\.4"):
         family_plans("inplace-bidir", 4, ks=[0, 5])
 
@@ -118,3 +120,14 @@ def test_run_sweep_picks_the_best_row_and_writes_table_and_plot(tmp_path) -> Non
     plot_sweep(result, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
     assert isinstance(result, SweepResult)
+
+
+def test_a_reference_family_is_compared_with_the_released_baseline(tmp_path) -> None:
+    """The released NONE is not the causal model (its residual changes it): a res family gets that baseline too."""
+    encoder = Encoder.from_model(tiny_model("llama"), tiny_tokenizer())
+    result = run_sweep(encoder, NormTask(), ["mask0-bidir:res=2", "mask0-bidir"], ks=[1, 2])
+    assert [row.plan for row in result.rows[:2]] == ["baseline", "baseline:res=2"]
+    assert result.rows[0].score != pytest.approx(result.rows[1].score, abs=1e-4)
+    released = encoder.with_plan("baseline:res=2").encode(TEXTS)
+    assert result.rows[1].score == pytest.approx(float(np.linalg.norm(released, axis=1).mean()), abs=1e-4)
+    plot_sweep(result, tmp_path / "sweep.png")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import real_tokenizer, stories_model, stories_tokenizer, tiny_tokenizer
 
-from nosink import Encoder
+from nosink import Encoder, NosinkError
 from nosink.inputs import INSTRUCTION_TEMPLATE, TextTokenizer
 
 TASK = "Retrieve semantically similar text."
@@ -86,7 +86,8 @@ def test_from_ids_keeps_the_instruction_apart() -> None:
     row = rows.from_ids(body)
     apart = tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
     assert row.ids == [tokenizer.bos_token_id, *apart, *body]
-    assert (row.text_start, row.prompt_length) == (1 + len(apart), 1 + len(apart))
+    assert row.text_start == 1 + len(apart)
+    assert row.prompt_length == len(tokenizer(PROMPT.strip())["input_ids"])  # the released count, as for text
 
 
 def test_truncation_keeps_the_instruction_and_cuts_the_text() -> None:
@@ -121,3 +122,67 @@ def test_reference_mean_on_packed_rows_equals_padded_rows() -> None:
     padded = encoder.encode(TEXTS, instruction=TASK, batch_size=5)
     packed = encoder.encode(TEXTS, instruction=TASK, batch_size=5, packing=True)
     np.testing.assert_allclose(packed, padded, atol=1e-5, rtol=0)
+
+
+def eos_tokenizer() -> object:
+    """stories260k's tokenizer with a post-processor that also appends EOS ('<s> $A </s>')."""
+    from tokenizers import processors
+
+    tokenizer = stories_tokenizer()
+    backend = tokenizer.backend_tokenizer
+    specials = [("<s>", 1), ("</s>", 2)]
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=specials)
+    return tokenizer
+
+
+def test_with_an_eos_tokenizer_reference_mean_drops_what_the_released_count_drops() -> None:
+    """The released prompt length counts EOS too (len(tokenizer.encode(prompt.strip()))), one token past the
+    instruction: reference_mean follows it; mean keeps the text's own tokens."""
+    tokenizer = eos_tokenizer()
+    assert tokenizer("a")["input_ids"][-1] == tokenizer.eos_token_id
+    released = len(tokenizer(PROMPT.strip())["input_ids"])
+    row = TextTokenizer(tokenizer, max_length=512, instruction=TASK)([TEXTS[0]])[0]
+    assert row.ids == tokenizer(PROMPT + TEXTS[0])["input_ids"] and row.ids[-1] == tokenizer.eos_token_id
+    assert row.prompt_length == released == row.text_start + 1
+    encoder = Encoder.from_model(stories_model(), tokenizer, pooling="reference_mean")
+    states = encoder.hidden_states(torch.tensor([row.ids]))[0]  # [n, D]
+    np.testing.assert_allclose(encoder.encode(TEXTS[:1], instruction=TASK)[0], states[released:].mean(0), atol=1e-5)
+    mean = encoder.with_plan("baseline", pooling="mean").encode(TEXTS[:1], instruction=TASK)[0]
+    np.testing.assert_allclose(mean, states[row.text_start : row.text_end].mean(0), atol=1e-5)
+
+
+class NoOffsets:
+    """A tokenizer without character offsets (as a slow one): delegates, but reports is_fast False and refuses them."""
+
+    is_fast = False
+
+    def __init__(self, tokenizer: object) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, *args: object, return_offsets_mapping: bool = False, **kwargs: object) -> object:
+        assert not return_offsets_mapping, "a slow tokenizer has no offsets"
+        return self.tokenizer(*args, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["stories260k", "smollm2-135m-instruct"])
+def test_without_offsets_the_instruction_is_split_by_the_released_count(name: str) -> None:
+    tokenizer = tokenizer_named(name)
+    slow = TextTokenizer(NoOffsets(tokenizer), max_length=512, instruction=TASK)(TEXTS)
+    fast = TextTokenizer(tokenizer, max_length=512, instruction=TASK)(TEXTS)
+    for without, with_offsets in zip(slow, fast, strict=True):
+        assert (without.ids, without.text_start, without.prompt_length) == (
+            with_offsets.ids,
+            with_offsets.text_start,
+            with_offsets.prompt_length,
+        )
+
+
+def test_truncation_that_leaves_only_the_separating_space_is_refused() -> None:
+    """stories260k tokenizes ': A' as ':', '▁', 'A': one text token left would be the template's space alone."""
+    tokenizer = stories_tokenizer()
+    full = TextTokenizer(tokenizer, max_length=512, instruction=TASK)(["A man is playing a guitar."])[0]
+    assert tokenizer.convert_ids_to_tokens(full.ids[full.text_start]) == "▁"
+    with pytest.raises(NosinkError, match="leaves no room for text"):
+        TextTokenizer(tokenizer, max_length=full.text_start + 1, instruction=TASK)(["A man is playing a guitar."])
+    two = TextTokenizer(tokenizer, max_length=full.text_start + 2, instruction=TASK)(["A man is playing a guitar."])[0]
+    assert two.ids == full.ids[: full.text_start + 2] and two.truncated

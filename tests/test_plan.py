@@ -117,6 +117,8 @@ def test_explicit_forms_in_python() -> None:
             "inplace-back&bidir:k=3,k0=1,res=none",
         ),
         ({"unsink_layers": "-1", "bidir_layers": "[2, 3]"}, "layers:2=bidir,3=bidir,-1=nosink,res=3"),
+        ({"architecture": "EXTEND", "unsink_layers": "[]", "bidir_layers": "[]"}, "baseline:res=3"),  # runs as NONE
+        ({"num_unsink_layers": "2", "res_connect": "2"}, "mask0-bidir:k=2,res=2"),  # as a shell script passes them
     ],
 )
 def test_from_reference_takes_the_released_arguments(kwargs: dict, expected: str) -> None:
@@ -193,6 +195,11 @@ def test_from_reference_lists_with_negative_indices() -> None:
         ("inter-back&bidir:k=2,k0=0", "must be 1..k"),
         ("inplace-mask0&bidir:k=2,k0=1", "mask0&bidir:k=K,k0=K0"),
         ("inter-bidir:k=0,res=3", "fails in the released code"),
+        ("mask3-bidir:k=2,res=3", "no nosink@3 layers"),
+        ("inter-mask1&bidir:k=3,k0=1,res=none", "no nosink@1 layers"),
+        ("mask0-for:k=2,res=3", "no MASKm-for"),
+        ("mask0-all:k=2,res=3", "no MASKm-all"),
+        ("layers:-1=nosink_causal,res=3", "no nosink_causal layers"),
     ],
 )
 def test_bad_strings_are_explained(text: str, message: str) -> None:
@@ -230,13 +237,28 @@ def test_bad_python_arguments_are_explained() -> None:
         Plan.from_reference(architecture="sideways", num_unsink_layers=1)
     with pytest.raises(NosinkError, match="fails in the released code"):
         Plan.from_reference(architecture="INTER")
-    with pytest.raises(NosinkError, match="res_connect must be"):
+    with pytest.raises(NosinkError, match=r"res_connect .* must be"):
         Plan.from_reference(num_unsink_layers=1, res_connect="three")
-    with pytest.raises(NosinkError, match="res must be an integer >= 1"):
+    with pytest.raises(NosinkError, match=r"res_connect .* must be an integer >= 1, got 0"):
         Plan.from_reference(num_unsink_layers=1, res_connect=0)
     with pytest.raises(NosinkError, match="needs reference=True"):
         Plan(res=3)
-    with pytest.raises(NosinkError, match="bad layer index list"):
+    with pytest.raises(NosinkError, match="layer index in 'a,b' must be an integer"):
         Plan.from_reference(unsink_layers="a,b")
+    for bad, message in [
+        ({"num_unsink_layers": "x"}, "num_unsink_layers must be an integer >= 0, got 'x'"),
+        ({"num_bidir_layers": None}, "num_bidir_layers must be an integer >= 0, got None"),
+        ({"num_unsink_layers": -1}, "num_unsink_layers must be an integer >= 0"),
+        ({"unsink_layers": [1.7]}, r"layer index must be an integer, got 1\.7"),
+        ({"res_connect": True}, r"res_connect .* must be an integer >= 1, got True"),
+        ({"res_connect": 2.9}, r"res_connect .* must be an integer >= 1, got 2\.9"),
+        ({"architecture": None}, "architecture must be a string"),
+        ({"unsink_layers": 3}, "a layer index list must be a list"),
+    ]:
+        with pytest.raises(NosinkError, match=message):
+            Plan.from_reference(**bad)
+    with pytest.raises(NosinkError, match="asserts num_unsink_layers"):  # the released code asserts k <= L
+        Plan.from_reference(architecture="EXTEND", num_bidir_layers=5).resolve(4)
+    assert Plan.parse("extend-bidir:k=5").resolve(4)  # outside reference mode EXTEND may repeat the top layer more
     with pytest.raises(NosinkError, match="a plan must be"):
         Plan.coerce(3)

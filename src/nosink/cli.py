@@ -233,9 +233,11 @@ def run_inspect(args: argparse.Namespace) -> int:
     if residual is not None:  # the released code's residual: which calls get the saved input added to theirs
         main_calls = len(schedule.prefix) + len(schedule.branches[0])
         header += ("residual",)
-        rows = [
-            (*row, "+saved" if call < main_calls and residual.applies(call) else "") for call, row in enumerate(rows)
-        ]
+        applies = [call for call in range(min(main_calls, len(rows))) if residual.applies(call)]
+        marks = ["" for _ in rows]
+        for call in applies:
+            marks[call] = "+saved" if call != applies[0] else "save"  # the first has nothing to add yet
+        rows = [(*row, mark) for row, mark in zip(rows, marks, strict=True)]
     print(format_table([header, *rows]))
     if len(schedule.branches) > 1:
         print("the branch outputs are summed, then the final norm is applied")
@@ -251,7 +253,7 @@ def _reference_note(schedule: Schedule) -> str:
     output = "; the last saved input is also added to the output before the final norm" if residual.to_output else ""
     return (
         f"reference mode (the released code): residual every {residual.every} calls from call {residual.start} "
-        f"(+saved: the call's input gets the last saved input added, and is saved){output}; "
+        f"(+saved: the call's input gets the last saved input added, and is saved; save: saved only){output}; "
         "converted layers ignore sliding windows"
     )
 

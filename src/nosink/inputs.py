@@ -2,14 +2,14 @@
 
 A row is ``[leading specials] + [instruction] + [text] + [trailing specials]``. An instruction and
 its text are tokenized as one string, ``"Instruct: {instruction}\nQuery: " + text``, as the model
-would read them (and as the authors' released code and sentence-transformers do); the instruction's
-tokens are then found by character offsets. A token with at least one character of the text is a
-text token: with SentencePiece and byte-level BPE tokenizers the template's final space merges into
-the text's first token (``"▁A"``, ``"ĠA"``), which is the text's. The tokenizer's special tokens
-(BOS, EOS …) are the ones it adds itself. The tokenizer object is never modified.
-
-Token ids given directly (:meth:`TextTokenizer.from_ids`) and tokenizers without character offsets
-(slow tokenizers) get the instruction tokenized apart and joined by ids instead.
+would read them (and as the authors' released code and sentence-transformers do). The instruction's
+tokens are found by character offsets: the instruction is the template up to ``Query:``, and a token
+holding any later character is the text's, so the separating space goes with the text whether it
+merges into the first word (``"▁A"``, ``"ĠA"``) or stands alone (``"▁"``). Tokenizers without
+offsets (slow ones) split by the released code's count of the template's tokens instead. The
+tokenizer's special tokens (BOS, EOS …) are the ones it adds itself. The tokenizer object is never
+modified. Token ids given directly (:meth:`TextTokenizer.from_ids`) get the instruction tokenized
+apart and its ids put first.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ _TOKENIZE_CHUNK = 4096
 class TokenizedText:
     """One text as model input; ``ids[text_start:text_end]`` are the text's own tokens.
 
-    ``prompt_length`` is the number of leading tokens that the released code's pooling leaves out:
-    the leading special tokens and the instruction when there is an instruction, else 0.
+    ``prompt_length`` is the number of leading tokens that the released code's pooling leaves out when
+    there is an instruction, ``len(tokenizer(template.strip()).input_ids)``: the leading specials and
+    the instruction, plus one text token where the tokenizer appends EOS (as the released code counts);
+    0 without an instruction.
     """
 
     ids: list[int]
@@ -60,7 +62,7 @@ class Batch:
     input_ids: torch.Tensor  # [B, T]
     attention_mask: torch.Tensor  # [B, T], 1 = real token
     text_mask: torch.Tensor  # [B, T], 1 = a text token (no special, instruction or padding token)
-    prompt_mask: torch.Tensor  # [B, T], 1 = a token of the prompt (TokenizedText.prompt_length)
+    prompt_mask: torch.Tensor  # [B, T] bool, True = a token of the prompt (TokenizedText.prompt_length)
     segment_ids: torch.Tensor | None = None  # [B, T]: None, a padded batch has one text per row
 
     def per_text(self, states: torch.Tensor) -> TextStates:
@@ -83,7 +85,7 @@ class PackedBatch:
     token_index: torch.Tensor  # [N, T], flat index r * W + w of each text's tokens (0 past its end)
     text_real: torch.Tensor  # [N, T], 1 = a real token of text n
     text_mask: torch.Tensor  # [N, T], 1 = a text token (no special or instruction token)
-    prompt_mask: torch.Tensor  # [N, T], 1 = a token of the prompt (TokenizedText.prompt_length)
+    prompt_mask: torch.Tensor  # [N, T] bool, True = a token of the prompt (TokenizedText.prompt_length)
 
     def per_text(self, states: torch.Tensor) -> TextStates:
         """[R, W, D] -> [N, T, D] (right-padded, one text per row) and its masks."""
@@ -118,30 +120,33 @@ class TextTokenizer:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.prefix = INSTRUCTION_TEMPLATE.format(instruction=instruction) if instruction else ""
-        self.natural = bool(self.prefix) and bool(getattr(tokenizer, "is_fast", False))
-        # The separate form: the instruction's own ids, joined before the text's (from_ids, slow tokenizers).
-        self.instruction_ids: list[int] = (
-            tokenizer(self.prefix, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-            if self.prefix
-            else []
-        )
+        self.offsets_available = bool(getattr(tokenizer, "is_fast", False))
+        stripped = self.prefix.rstrip()  # "Instruct: …\nQuery:": the instruction without its separating space
+        # The released code's prompt length: the stripped template with the tokenizer's specials (BOS, and EOS
+        # where the tokenizer appends one), the number of leading tokens its mean leaves out.
+        self.released_prompt_length = len(self._ids(stripped, specials=True)) if self.prefix else 0
+        self.instruction_count = len(self._ids(stripped, specials=False)) if self.prefix else 0  # no offsets: by count
+        self.instruction_ids = self._ids(self.prefix, specials=False) if self.prefix else []  # from_ids: apart
+
+    def _ids(self, text: str, *, specials: bool) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=specials, split_special_tokens=True)["input_ids"]
 
     def __call__(self, texts: list[str], *, offsets: bool = False) -> list[TokenizedText]:
         rows: list[TokenizedText] = []
-        prefix = self.prefix if self.natural else ""
+        spans = offsets or (bool(self.prefix) and self.offsets_available)
         for start in range(0, len(texts), _TOKENIZE_CHUNK):
             chunk = texts[start : start + _TOKENIZE_CHUNK]
             encoded = self.tokenizer(
-                [prefix + text for text in chunk],
+                [self.prefix + text for text in chunk],  # one string, as the model reads it
                 add_special_tokens=True,
                 split_special_tokens=True,  # user text is text: "<s>" in it is three characters, never BOS
                 return_special_tokens_mask=True,
-                return_offsets_mapping=offsets or self.natural,
+                return_offsets_mapping=spans,
                 truncation=False,
                 verbose=False,  # over-long texts are reported once, by the encoder
             )
             for i in range(len(chunk)):
-                rows.append(self._row(encoded, i, start + i, offsets))
+                rows.append(self._row(encoded, i, start + i, offsets=offsets, spans=spans))
         return rows
 
     def from_ids(self, ids: list[int], *, index: int = 0) -> TokenizedText:
@@ -157,7 +162,7 @@ class TextTokenizer:
             "input_ids": [[*lead, *ids, *trail]],
             "special_tokens_mask": [[1] * len(lead) + [0] * len(ids) + [1] * len(trail)],
         }
-        return self._row(encoded, 0, index, offsets=False, natural=False)
+        return self._row(encoded, 0, index, offsets=False, spans=False, joined=False)
 
     def _specials(self) -> tuple[list[int], list[int]]:
         """The special tokens the tokenizer puts before and after a text."""
@@ -183,33 +188,39 @@ class TextTokenizer:
         within = [(max(a - start, 0), max(b - start, 0)) for a, b in spans[first:]]
         return ids[:first], ids[first:], within
 
-    def _row(self, encoded: Any, i: int, index: int, offsets: bool, natural: bool | None = None) -> TokenizedText:
-        natural = self.natural if natural is None else natural
+    def _row(
+        self, encoded: Any, i: int, index: int, *, offsets: bool, spans: bool, joined: bool = True
+    ) -> TokenizedText:
         ids, special = encoded["input_ids"][i], encoded["special_tokens_mask"][i]
         lead = next((n for n, s in enumerate(special) if not s), len(ids))
         end = len(ids) - next((n for n, s in enumerate(reversed(special)) if not s), 0)
         end = max(end, lead)
-        spans = [tuple(span) for span in encoded["offset_mapping"][i][lead:end]] if offsets or natural else None
-        if natural:
-            instruction, body, spans = self._split_prompt(ids[lead:end], spans, index)  # type: ignore[arg-type]
-        else:
+        text_spans = [tuple(span) for span in encoded["offset_mapping"][i][lead:end]] if spans else None
+        if not (self.prefix and joined):
             instruction, body = self.instruction_ids, ids[lead:end]
+        elif text_spans is not None:
+            instruction, body, text_spans = self._split_prompt(ids[lead:end], text_spans, index)  # type: ignore[arg-type]
+        else:  # no offsets (a slow tokenizer): the released code's count of the stripped template's tokens
+            count = self.instruction_count
+            instruction, body = ids[lead : lead + count], ids[lead + count : end]
         trail = ids[end:]
         if not body:
             raise NosinkError(f"text at index {index} is empty (it has no tokens); remove it or give it content")
         budget = self.max_length - lead - len(instruction) - len(trail)
-        if budget < 1:
+        no_text = budget < 1 or (text_spans is not None and not any(stop for _, stop in text_spans[:budget]))
+        if no_text:
             taken = f"the instruction ({len(instruction)} tokens) and " if instruction else ""
             raise NosinkError(
                 f"max_length={self.max_length} leaves no room for text after {taken}"
                 f"the special tokens ({lead + len(trail)}); raise max_length"
             )
         truncated = len(body) > budget
-        body, spans = body[:budget], spans[:budget] if offsets and spans is not None else None
+        body = body[:budget]
+        text_spans = text_spans[:budget] if offsets and text_spans is not None else None
         text_start = lead + len(instruction)
         row = ids[:lead] + instruction + body + trail
-        prompt_length = text_start if self.prefix else 0
-        return TokenizedText(row, text_start, text_start + len(body), spans, truncated, prompt_length)
+        prompt_length = min(self.released_prompt_length, len(row)) if self.prefix else 0
+        return TokenizedText(row, text_start, text_start + len(body), text_spans, truncated, prompt_length)
 
 
 # The fixed cost of one forward pass, in padded tokens: measured on CPU (docs/performance.md); on

@@ -61,7 +61,7 @@ NAMED_PLANS: tuple[tuple[str, str, str], ...] = (
     ("mask{M}&bidir:k=K,k0=K0", "MASKm&BIDIR(k, k0)", "top k0 nosink, the k-k0 below them bidir"),
     ("layers:P,P,...", "(explicit)", "one pattern per layer: causal|backward|bidir|nosink|nosink_causal"),
     ("layers:I=P,A..B=P", "(explicit)", "patterns by layer index or range (negative = from top), rest causal"),
-    ("mask{M}-bidir:k=K,res=R", "(released code)", "any plan + res=R|none: reference mode, residual every R layers"),
+    ("mask0-bidir:k=K,res=R", "(released code)", "any plan + res=R|none: reference mode, residual every R layers"),
 )
 
 _X_NAMES = {"bidir": LayerPattern(Pattern.BIDIR), "back": LayerPattern(Pattern.BACKWARD)}
@@ -204,11 +204,29 @@ class Plan:
                     f"res must be an integer >= 1, or none for no residual, got {self.res!r} "
                     "(the released code fails with res_connect=0)"
                 )
-        if self.reference and self.kind in (PlanKind.INTER, PlanKind.EXTRA) and not self.k:
+        if not self.reference:
+            return
+        if self.kind in (PlanKind.INTER, PlanKind.EXTRA) and not self.k:
             raise NosinkError(
                 f"reference mode: {self.kind.value} with k=0 fails in the released code (it has no converted "
                 "layers to branch from); use baseline"
             )
+        if self.kind in (PlanKind.MASK_FOR, PlanKind.MASK_ALL):
+            raise NosinkError(f"reference mode: the released code has no MASKm{self.kind.value.removeprefix('mask')}")
+        unreleased = [p for p in self._patterns_used() if p.kind is Pattern.NOSINK_CAUSAL or p.m]
+        if unreleased:
+            raise NosinkError(
+                f"reference mode: the released code has no {unreleased[0]} layers; its only sink mask is MASK0 "
+                "(any other mask_type runs as BACK)"
+            )
+
+    def _patterns_used(self) -> list[LayerPattern]:
+        """The patterns this plan names (without resolving it against a model)."""
+        if self.kind is PlanKind.LAYERS:
+            return [rule.pattern for rule in self.rules]
+        if self.kind in _MASK_KINDS:
+            return [LayerPattern(Pattern.NOSINK, self.m)]
+        return [self.pattern] if self.pattern is not None else []
 
     # ---------------------------------------------------------------- constructors
 
@@ -315,11 +333,10 @@ class Plan:
         unsink = _reference_pattern(mask_type)
         res = _reference_res(res_connect)
         unsink_list, bidir_list = _reference_list(unsink_layers), _reference_list(bidir_layers)
-        u, b = int(num_unsink_layers), int(num_bidir_layers)
-        if u < 0 or b < 0:
-            raise NosinkError("num_unsink_layers and num_bidir_layers must be >= 0")
-        if arch == "NONE":
-            return cls(reference=True, res=res)
+        u = _reference_int(num_unsink_layers, "num_unsink_layers")
+        b = _reference_int(num_bidir_layers, "num_bidir_layers")
+        if arch == "NONE" or (arch == "EXTEND" and not (u or b or unsink_list or bidir_list)):
+            return cls(reference=True, res=res)  # EXTEND with nothing to extend runs as NONE there
         if (unsink_list or bidir_list) and (u or b):
             raise NosinkError("give either layer counts or layer index lists, not both")
         if unsink_list or bidir_list:
@@ -341,6 +358,11 @@ class Plan:
         n = num_layers
         if self.k > n and self.kind is not PlanKind.EXTEND:  # EXTEND's k repeats the top layer: any k runs
             raise NosinkError(f"plan {self} needs k={self.k} layers but the model has only L={n}")
+        if self.reference and self.kind is PlanKind.EXTEND and self.k > n:
+            raise NosinkError(
+                f"reference mode: {self} repeats the top layer {self.k} times, more than L={n}; the released code "
+                "asserts num_unsink_layers + num_bidir_layers <= L"
+            )
         residual = None
         if self.res is not None:
             single = self.kind not in (PlanKind.INTER, PlanKind.EXTRA)
@@ -422,7 +444,7 @@ def _parse_params(params: str, text: str) -> dict[str, int]:
     return values
 
 
-def _take_res(params: str, text: str) -> tuple[str, dict]:
+def _take_res(params: str, text: str) -> tuple[str, dict[str, bool | int | None]]:
     """Split a ``res=R|none`` item off the parameters: (the other parameters, Plan keyword arguments)."""
     items = [item.strip() for item in params.split(",")]
     found = [_RES_RE.match(item) for item in items]
@@ -508,7 +530,9 @@ _ARCHITECTURES = ("NONE", "INPLACE", "INTER", "EXTRA", "EXTEND")
 
 
 def _reference_architecture(architecture: Architecture | str) -> str:
-    name = (architecture.value if isinstance(architecture, Architecture) else str(architecture)).upper()
+    if not isinstance(architecture, str):
+        raise NosinkError(f"architecture must be a string such as 'INPLACE', got {architecture!r}")
+    name = (architecture.value if isinstance(architecture, Architecture) else architecture).upper()
     if name not in _ARCHITECTURES:
         raise NosinkError(f"unknown architecture {architecture!r}; the released code takes {', '.join(_ARCHITECTURES)}")
     return name
@@ -528,13 +552,20 @@ def _reference_pattern(mask_type: str) -> LayerPattern:
     return LayerPattern(Pattern.BACKWARD)
 
 
-def _reference_res(res_connect: int | str | None) -> int | None:
+def _reference_int(value: object, name: str, *, minimum: int | None = 0) -> int:
+    """An integer argument as the released scripts pass it (an int or its decimal string); NosinkError otherwise."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise NosinkError(f"{name} must be an integer{bound}, got {value!r}")
+    return value
+
+
+def _reference_res(res_connect: object) -> int | None:
     if res_connect is None or (isinstance(res_connect, str) and res_connect.strip().lower() in ("none", "")):
         return None
-    try:
-        return int(res_connect)
-    except (TypeError, ValueError):
-        raise NosinkError(f"res_connect must be an integer >= 1 or None, got {res_connect!r}") from None
+    return _reference_int(res_connect, "res_connect (the released residual period; None: off)", minimum=1)
 
 
 def _reference_list(layers: Sequence[int] | str | None) -> list[int]:
@@ -546,11 +577,10 @@ def _reference_list(layers: Sequence[int] | str | None) -> list[int]:
         if text.lower() in ("", "none", "false", "f", "no", "n"):
             return []
         items = text.replace(",", " ").split()
-        try:
-            return [int(item) for item in items]
-        except ValueError:
-            raise NosinkError(f"bad layer index list {layers!r}; expected integers such as '2,3' or '-1'") from None
-    return [int(index) for index in layers]
+        return [_reference_int(item, f"layer index in {layers!r}", minimum=None) for item in items]
+    if not isinstance(layers, Sequence):
+        raise NosinkError(f"a layer index list must be a list or a string such as '2,3', got {layers!r}")
+    return [_reference_int(index, "layer index", minimum=None) for index in layers]
 
 
 def _plan_from_lists(unsink: LayerPattern, unsink_layers: list[int], bidir_layers: list[int]) -> Plan:

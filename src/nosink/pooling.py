@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nosink.errors import Choice
+from nosink.errors import Choice, NosinkError
 
 
 class Pooling(Choice):
@@ -12,10 +12,11 @@ class Pooling(Choice):
 
     ``mean`` and ``weighted_mean`` average the text's own tokens (no instruction, no BOS/sink or
     other special token); ``last`` and ``first`` take the last and first real token of the row.
-    ``reference_mean`` is the authors' released code's mean: every real token except the prompt,
-    which is the leading special tokens and the instruction when there is an instruction, and
-    nothing otherwise; so a text without instruction averages BOS (the sink, whose state is an
-    outlier) in, and trailing specials (EOS) always count.
+    ``reference_mean`` is the authors' released code's mean: every real token except the first
+    ``len(tokenizer(template.strip()).input_ids)`` when there is an instruction (BOS and the
+    instruction, and one more where the tokenizer appends EOS, as that count includes it), and every
+    real token otherwise; so a text without instruction averages BOS (the sink, whose state is an
+    outlier) in, and trailing specials (EOS) count.
     """
 
     MEAN = "mean"
@@ -40,7 +41,7 @@ def pool(
     states = states.float()
     if pooling is Pooling.REFERENCE_MEAN:
         if prompt_mask is None:
-            raise ValueError("reference_mean pooling needs the prompt mask")
+            raise NosinkError("reference_mean pooling needs the prompt mask")
         text_mask = attention_mask.bool() & ~prompt_mask  # [B, T]: every real token after the prompt
     if pooling in (Pooling.MEAN, Pooling.WEIGHTED_MEAN, Pooling.REFERENCE_MEAN):
         weights = text_mask.float()  # [B, T]

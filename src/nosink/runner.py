@@ -113,8 +113,9 @@ def run_schedules(
     """
     results: list[torch.Tensor | None] = [None] * len(schedules)
     single = [i for i, s in enumerate(schedules) if s.layer_patterns is not None and not s.reference]
+    alone = set(range(len(schedules))) - set(single)
     for i, schedule in enumerate(schedules):
-        if i not in single:  # branched, or reference mode (its own window rule and residual)
+        if i in alone:  # branched, or reference mode (its own window rule and residual)
             results[i] = run_schedule(base, family, schedule, input_ids, attention_mask)
     if single:
         position_ids = relative_positions(attention_mask)  # [B, T]

@@ -201,6 +201,7 @@ def embed_corpus(
     job = {
         "encoder": encoder.identity() if isinstance(encoder, EncoderSpec) else _loaded_identity(encoder),
         "instruction": instruction,
+        **({"instruction_tokens": INSTRUCTION_TOKENS} if instruction else {}),
         "normalized": normalize,
         "store_text": store_text,
         "shard_size": shard_size,
@@ -244,6 +245,11 @@ def embed_corpus(
 
 
 # -------------------------------------------------------------------- the job
+
+
+# How an instruction is tokenized, recorded with it: a job embedded while instructions were still tokenized apart
+# from the text (before issue 12) has no such key, so resuming it, which would mix the two, is refused.
+INSTRUCTION_TOKENS = "one string with the text"
 
 
 def _open_job(out_dir: Path, job: dict[str, Any], source: CorpusSource) -> dict[str, Any]:

@@ -175,7 +175,10 @@ def family_plans(
         return [Plan.parse(f"{name}:k={k}{suffix}") for k in ks]
     grid = list(k0s) if k0s is not None else list(DEFAULT_K0_GRID)
     below = 0 if name.startswith("mask") else 1  # ARCH-X&bidir with k0 = k would be ARCH-X
-    return [Plan.parse(f"{name}:k={k},k0={k0}{suffix}") for k in ks for k0 in grid if 1 <= k0 <= k - below]
+    plans = [Plan.parse(f"{name}:k={k},k0={k0}{suffix}") for k in ks for k0 in grid if 1 <= k0 <= k - below]
+    if not plans:
+        raise NosinkError(f"{family} has no plan for k in {ks} and k0 in {grid} (it needs 1 <= k0 < k)")
+    return plans
 
 
 @torch.inference_mode()
@@ -217,9 +220,13 @@ def run_sweep(
 ) -> SweepResult:
     """Score ``task`` for the baseline and every plan of every family; the best has the highest main metric.
 
-    The baseline (k = 0, the unchanged model) is always scored, so "convert nothing" can win.
+    The baseline (k = 0, the unchanged model) is always scored, so "convert nothing" can win; for
+    reference-mode families (``:res=R``) so is ``baseline:res=R``, the released code's NONE, which its
+    residual alone already changes.
     """
     plans = [("baseline", Plan())]
+    for res in sorted({family.partition(":")[2] for family in families} - {""}):
+        plans.append((f"baseline:{res}", Plan.parse(f"baseline:{res}")))
     plans += [
         (family, plan) for family in families for plan in family_plans(family, encoder.num_layers, ks=ks, k0s=k0s)
     ]
@@ -254,9 +261,9 @@ def plot_sweep(result: SweepResult, path: str | Path, *, title: str | None = Non
     except ImportError:
         raise NosinkError('plotting needs matplotlib: pip install "nosink[eval]"') from None
     lines: dict[str, list[SweepRow]] = {}
-    baseline = next((row for row in result.rows if row.family == "baseline"), None)
+    baselines = [row for row in result.rows if row.family.partition(":")[0] == "baseline"]
     for row in result.rows:
-        if row is baseline:
+        if row in baselines:
             continue
         label = row.family if row.k0 is None else f"{row.family} (k0={row.k0})"
         lines.setdefault(label, []).append(row)
@@ -266,8 +273,9 @@ def plot_sweep(result: SweepResult, path: str | Path, *, title: str | None = Non
         rows = sorted(rows, key=lambda r: r.k)
         marker = markers[index % len(markers)]
         axes.plot([r.k for r in rows], [r.score for r in rows], marker=marker, markersize=5, alpha=0.85, label=label)
-    if baseline is not None:
-        axes.axhline(baseline.score, color="grey", linestyle="--", label=f"baseline (k=0): {baseline.score:.2f}")
+    for baseline, style in zip(baselines, ["--", ":", "-.", (0, (1, 4))], strict=False):
+        name = baseline.plan if baseline.plan != "baseline" else "baseline (k=0)"
+        axes.axhline(baseline.score, color="grey", linestyle=style, label=f"{name}: {baseline.score:.2f}")
     best = next(r for r in result.rows if r.plan == result.best)
     axes.scatter(
         [best.k], [best.score], s=160, facecolors="none", edgecolors="black", zorder=5, label=f"best: {best.plan}"
