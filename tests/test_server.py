@@ -206,8 +206,9 @@ def test_api_keys(encoder: Encoder) -> None:
 
 
 def test_overload_is_refused_with_retry_after(encoder: Encoder) -> None:
-    with running(encoder, max_queued_tokens=30, overload_status=503, retry_after_s=2) as base:
-        texts = ["the cat sat on the mat and looked at the dog"] * 6
+    texts = ["the cat sat on the mat and looked at the dog"] * 6
+    tokens = sum(len(ids) for ids in encoder.tokenizer(texts)["input_ids"])
+    with running(encoder, max_queued_tokens=tokens + 10, overload_status=503, retry_after_s=2) as base:  # one fits
 
         def one(_: int) -> httpx.Response:
             return httpx.post(f"{base}/v1/embeddings", json={"input": texts})
@@ -218,6 +219,17 @@ def test_overload_is_refused_with_retry_after(encoder: Encoder) -> None:
         assert refused and all(a.headers["retry-after"] == "2" for a in refused)
         assert {a.status_code for a in answers} <= {200, 503}
         assert httpx.post(f"{base}/v1/embeddings", json={"input": "a"}).status_code == 200
+
+
+def test_a_request_that_can_never_fit_the_queue_gets_413_not_a_retry(encoder: Encoder) -> None:
+    """Before: 429 with Retry-After forever, even on an idle server."""
+    texts = ["the cat sat on the mat and looked at the dog"] * 6
+    tokens = sum(len(ids) for ids in encoder.tokenizer(texts)["input_ids"])
+    with running(encoder, max_queued_tokens=tokens - 1) as base:
+        answer = httpx.post(f"{base}/v1/embeddings", json={"input": texts})
+        assert answer.status_code == 413 and "retry-after" not in answer.headers
+        assert f"more than the queue takes ({tokens - 1})" in answer.json()["error"]["message"]
+        assert httpx.post(f"{base}/v1/embeddings", json={"input": texts[:5]}).status_code == 200
 
 
 def test_a_failed_batch_fails_only_its_requests(encoder: Encoder, monkeypatch) -> None:

@@ -93,6 +93,16 @@ class PackedBatch:
         return TextStates(flat[self.token_index], self.text_real, self.text_mask, self.prompt_mask)
 
 
+def check_unicode(text: str, what: str) -> None:
+    """NosinkError when ``text`` cannot be UTF-8 encoded (a lone UTF-16 surrogate, as JSON's "\\ud800" gives)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise NosinkError(
+            f"{what} holds a lone UTF-16 surrogate at character {error.start}, which is not text; send valid Unicode"
+        ) from None
+
+
 def check_texts(texts: Any, *, allow_words: bool = False) -> list:
     """Validate the user's input: a list of strings (or of word lists, for token-level encoding)."""
     if isinstance(texts, str):
@@ -117,6 +127,8 @@ class TextTokenizer:
             raise NosinkError(f"max_length must be >= 1, got {max_length}")
         if instruction is not None and not isinstance(instruction, str):
             raise NosinkError(f"instruction must be a string, got {type(instruction).__name__}")
+        if instruction is not None:
+            check_unicode(instruction, "the instruction")
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.prefix = INSTRUCTION_TEMPLATE.format(instruction=instruction) if instruction else ""
@@ -134,6 +146,8 @@ class TextTokenizer:
     def __call__(self, texts: list[str], *, offsets: bool = False) -> list[TokenizedText]:
         rows: list[TokenizedText] = []
         spans = offsets or (bool(self.prefix) and self.offsets_available)
+        for index, text in enumerate(texts):
+            check_unicode(text, f"text at index {index}")
         for start in range(0, len(texts), _TOKENIZE_CHUNK):
             chunk = texts[start : start + _TOKENIZE_CHUNK]
             encoded = self.tokenizer(

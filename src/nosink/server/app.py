@@ -25,8 +25,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from nosink import __version__
 from nosink.encoder import Encoder
 from nosink.errors import NosinkError
-from nosink.inputs import TextTokenizer, TokenizedText
-from nosink.server.batcher import BatchFailed, MicroBatcher, Overloaded
+from nosink.inputs import TextTokenizer, TokenizedText, check_unicode
+from nosink.server.batcher import BatchFailed, MicroBatcher, Overloaded, TooLarge
 from nosink.server.metrics import ServerMetrics
 from nosink.server.settings import ServerSettings
 
@@ -116,6 +116,26 @@ class EmbeddingService:
         self.encoder, self.settings, self.batcher = encoder, settings, batcher
         self.model_name = settings.served_model_name or settings.model
         self.vocab_size = int(encoder.base.config.vocab_size)
+        # No token covers more characters than the longest vocabulary entry (its raw form is at least as long as
+        # the text it stands for), so a text longer than this cannot fit in max_length tokens: refused (or cut,
+        # with truncation) before any tokenizing.
+        longest = max((len(piece) for piece in encoder.tokenizer.get_vocab()), default=1)
+        self.max_chars = settings.max_length * max(longest, 1)
+
+    def check_length(self, inputs: list[str], *, truncate: bool) -> list[str]:
+        """The inputs, each checked as text and against ``max_chars``: 413 over it, or cut to it with ``truncate``."""
+        for index, text in enumerate(inputs):
+            try:
+                check_unicode(text, f"input {index}")
+            except NosinkError as error:
+                raise ApiError(400, str(error)) from None
+            if len(text) > self.max_chars and not truncate:
+                raise ApiError(
+                    413,
+                    f"input {index} has {len(text)} characters, more than can fit in {self.settings.max_length} "
+                    f"tokens ({self.max_chars}); shorten it, or ask for truncation",
+                )
+        return [text[: self.max_chars] for text in inputs]
 
     async def vectors(
         self, inputs: list[str] | list[list[int]], *, instruction: str | None, truncate: bool
@@ -125,9 +145,13 @@ class EmbeddingService:
             raise ApiError(400, "input must not be empty")
         if len(inputs) > self.settings.max_inputs:
             raise ApiError(413, f"{len(inputs)} inputs exceed the maximum of {self.settings.max_inputs} per request")
+        if inputs and isinstance(inputs[0], str):
+            inputs = self.check_length(inputs, truncate=truncate)  # type: ignore[arg-type]
         rows = await run_in_threadpool(self._rows, inputs, instruction, truncate)
         try:
             vectors = await self.batcher.embed(rows)
+        except TooLarge as error:
+            raise ApiError(413, f"{error}; send fewer or shorter inputs per request") from None
         except Overloaded:
             headers = {"Retry-After": str(self.settings.retry_after_s)}
             raise ApiError(
@@ -236,6 +260,7 @@ def _install_routes(app: FastAPI, service: EmbeddingService, metrics: ServerMetr
             raise ApiError(400, "inputs must not be empty")
         if len(inputs) > settings.max_inputs:
             raise ApiError(413, f"{len(inputs)} inputs exceed the maximum of {settings.max_inputs} per request")
+        inputs = service.check_length(inputs, truncate=False)
         return await run_in_threadpool(service.tokens, inputs, body.add_special_tokens)
 
     @app.get("/health")
@@ -287,7 +312,11 @@ def _install_middleware(app: FastAPI, settings: ServerSettings, metrics: ServerM
         route = request.url.path if request.url.path in _ROUTES else "other"
         response = _refused(request, keys, settings.max_body_bytes)
         if response is None:
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception:  # answered 500 by the outermost middleware; counted here first
+                metrics.observe_request(route, 500, time.perf_counter() - start)
+                raise
         metrics.observe_request(route, response.status_code, time.perf_counter() - start)
         metrics.set_queue(batcher.queued_rows, batcher.queued_tokens)
         return response
@@ -301,7 +330,10 @@ def _refused(request: Request, keys: list[bytes], limit: int) -> Response | None
     if keys and request.url.path not in OPEN_ROUTES:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         given = token.strip().encode()
-        if scheme.lower() != "bearer" or not any(hmac.compare_digest(given, key) for key in keys):
+        matched = False
+        for key in keys:  # every key is compared: no early exit that timing could reveal
+            matched |= hmac.compare_digest(given, key)
+        if scheme.lower() != "bearer" or not matched:
             return _error(401, "a valid API key is required (Authorization: Bearer KEY)", "authentication_error")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:

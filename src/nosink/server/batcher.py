@@ -27,6 +27,10 @@ class Overloaded(Exception):
     """The queue already holds ``max_queued_tokens``; the caller should retry later."""
 
 
+class TooLarge(Exception):
+    """The request alone holds more tokens than ``max_queued_tokens``: it could never be admitted."""
+
+
 class BatchFailed(Exception):
     """The model failed on a batch that held this request's rows."""
 
@@ -79,8 +83,10 @@ class MicroBatcher:
         self._executor.shutdown(wait=True)
 
     async def embed(self, rows: list[TokenizedText], *, force: bool = False) -> np.ndarray:
-        """Vectors [len(rows), D] for ``rows``; raises Overloaded (unless ``force``) or BatchFailed."""
+        """Vectors [len(rows), D] for ``rows``; raises TooLarge or Overloaded (unless ``force``), or BatchFailed."""
         tokens = sum(len(row.ids) for row in rows)
+        if not force and tokens > self._max_queued_tokens:
+            raise TooLarge(f"the request holds {tokens} tokens, more than the queue takes ({self._max_queued_tokens})")
         if not force and self.queued_tokens + tokens > self._max_queued_tokens:
             raise Overloaded(f"{self.queued_tokens} tokens are already waiting")
         loop = asyncio.get_running_loop()

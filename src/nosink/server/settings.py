@@ -52,9 +52,17 @@ class ServerSettings(BaseSettings):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [key.strip() for key in value.split(",") if key.strip()]
-        return value
+        """A comma-separated string or a list; given but holding no key ("", " , ") is refused, not left open."""
+        keys = value.split(",") if isinstance(value, str) else value
+        if not isinstance(keys, list) or value == []:
+            return keys  # [] is the default: no keys, an open server
+        kept = [key.strip() if isinstance(key, str) else key for key in keys]
+        kept = [key for key in kept if key != ""]
+        if not kept:
+            raise ValueError(  # an empty list would leave the server open while the user meant to close it
+                "the API key list is empty; give at least one key, or leave api keys unset for an open server"
+            )
+        return kept
 
 
 def settings_table() -> list[tuple[str, str, str, str]]:
