@@ -25,7 +25,7 @@ def encoder() -> Encoder:
 
 
 def client_for(encoder: Encoder, **overrides: object) -> TestClient:
-    settings = ServerSettings(model="tiny-llama", plan=PLAN, **overrides)
+    settings = ServerSettings(**{"model": "tiny-llama", "plan": PLAN, **overrides})
     return TestClient(create_app(encoder, settings), raise_server_exceptions=False)
 
 
@@ -150,3 +150,63 @@ def test_fuzz_of_malformed_requests_gets_no_5xx(client: TestClient) -> None:
         if answer.status_code >= 400:
             assert set(answer.json()["error"]) == {"message", "type", "param", "code"}, answer.text
     assert sum(n for code, n in statuses.items() if code >= 400) >= 200, statuses
+
+
+def test_health_answers_at_once_while_the_model_is_busy(encoder: Encoder, monkeypatch) -> None:
+    """Before: /health ran a forward through the model queue and took 79 s behind ten clients' work."""
+    import threading
+    import time
+
+    import httpx
+    from test_server import running
+
+    slow = Encoder.from_model(encoder.model, encoder.tokenizer, plan=PLAN)
+    original = slow.embed_rows
+
+    def sluggish(rows: list, **kwargs: object) -> object:
+        time.sleep(1.5)
+        return original(rows, **kwargs)
+
+    monkeypatch.setattr(slow, "embed_rows", sluggish)
+    with running(slow) as base:
+        busy = threading.Thread(target=lambda: httpx.post(f"{base}/v1/embeddings", json={"input": "a cat"}, timeout=30))
+        busy.start()
+        time.sleep(0.3)  # the model is now inside the slow batch
+        start = time.perf_counter()
+        health = httpx.get(f"{base}/health")
+        waited = time.perf_counter() - start
+        busy.join()
+        assert health.status_code == 200 and health.json() == {"status": "ok"}
+        assert waited < 1.0, f"liveness waited {waited:.2f} s for the model"
+        ready = httpx.get(f"{base}/ready", timeout=30)  # readiness runs a real forward
+        assert ready.status_code == 200 and ready.json()["status"] == "ok" and ready.json()["latency_ms"] > 0
+
+
+def test_models_route_no_local_paths_and_no_openapi_when_docs_are_off(encoder: Encoder) -> None:
+    with client_for(encoder, model="/very/secret/place/tiny-llama") as client:
+        listed = client.get("/v1/models").json()
+        assert listed["object"] == "list" and [m["id"] for m in listed["data"]] == ["tiny-llama"]
+        assert client.get("/info").json()["model"] == "tiny-llama"
+        assert "/very/secret" not in client.post("/v1/embeddings", json={"input": "a"}).text
+        assert client.get("/openapi.json").status_code == 404
+    with client_for(encoder, model="org/hub-model") as client:
+        assert client.get("/info").json()["model"] == "org/hub-model"  # a hub name is kept as given
+
+
+def test_serve_checks_the_model_path_and_the_port_before_loading(tmp_path, monkeypatch) -> None:
+    """Before: ./nope gave a hub 'Repo id' error; a busy port loaded the model, then exited 3 with uvicorn's text."""
+    import socket
+
+    from nosink.server import serve
+
+    loads = []
+    monkeypatch.setattr(serve, "load_app", lambda settings: loads.append(settings))
+    with pytest.raises(NosinkError, match=r"model folder '\./nope' does not exist"):
+        serve.run(ServerSettings(model="./nope"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(NosinkError, match=f"cannot listen on 127.0.0.1:{port}: .*pick another --port"):
+            serve.run(ServerSettings(model=str(tmp_path), port=port))
+    assert not loads

@@ -6,12 +6,14 @@ carries a stack trace or a local path.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -31,7 +33,8 @@ from nosink.server.metrics import ServerMetrics
 from nosink.server.settings import ServerSettings
 
 log = logging.getLogger("nosink.server")
-OPEN_ROUTES = ("/health", "/metrics")  # reachable without an API key (probes and scrapers)
+OPEN_ROUTES = ("/health", "/ready", "/metrics")  # reachable without an API key (probes and scrapers)
+READY_TIMEOUT_S = 10.0  # how long /ready's forward pass may take (it jumps the queue, but waits for the running batch)
 
 
 class ApiError(Exception):
@@ -101,7 +104,9 @@ def create_app(encoder: Encoder, settings: ServerSettings) -> FastAPI:
         yield
         await batcher.stop()  # after uvicorn has let in-flight requests finish
 
-    app = FastAPI(title="nosink", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="nosink", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.service, app.state.metrics = service, metrics
     _install_middleware(app, settings, metrics, batcher)
     _install_error_handlers(app)
@@ -114,7 +119,8 @@ class EmbeddingService:
 
     def __init__(self, encoder: Encoder, settings: ServerSettings, batcher: MicroBatcher) -> None:
         self.encoder, self.settings, self.batcher = encoder, settings, batcher
-        self.model_name = settings.served_model_name or settings.model
+        self.model_name = settings.served_model_name or public_name(settings.model)
+        self.started = time.time()
         self.vocab_size = int(encoder.base.config.vocab_size)
         # No token covers more characters than the longest vocabulary entry (its raw form is at least as long as
         # the text it stands for), so a text longer than this cannot fit in max_length tokens: refused (or cut,
@@ -265,19 +271,32 @@ def _install_routes(app: FastAPI, service: EmbeddingService, metrics: ServerMetr
 
     @app.get("/health")
     async def health() -> JSONResponse:
+        """Liveness: answers at once, without the model queue; 503 only when the batching loop has died."""
+        alive = service.batcher.alive
+        return JSONResponse({"status": "ok" if alive else "unhealthy"}, status_code=200 if alive else 503)
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        """Readiness: a real forward pass on a tiny input, ahead of the queue, within READY_TIMEOUT_S."""
         start = time.perf_counter()
         try:
             rows = await run_in_threadpool(service._rows, ["health"], None, True)
-            vector = (await service.batcher.embed(rows, force=True))[0]
+            vector = (await asyncio.wait_for(service.batcher.embed(rows, force=True), READY_TIMEOUT_S))[0]
             healthy = bool(np.isfinite(vector).all())
         except Exception:
-            log.exception("health check failed")
+            log.exception("readiness check failed")
             healthy = False
         status = {
             "status": "ok" if healthy else "unhealthy",
             "latency_ms": round((time.perf_counter() - start) * 1e3, 2),
         }
         return JSONResponse(status, status_code=200 if healthy else 503)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        """OpenAI's model list: the one served model."""
+        entry = {"id": service.model_name, "object": "model", "created": int(service.started), "owned_by": "nosink"}
+        return {"object": "list", "data": [entry]}
 
     @app.get("/info")
     async def info() -> dict[str, Any]:
@@ -322,7 +341,13 @@ def _install_middleware(app: FastAPI, settings: ServerSettings, metrics: ServerM
         return response
 
 
-_ROUTES = ("/v1/embeddings", "/embed", "/tokenize", "/health", "/info", "/metrics")
+_ROUTES = ("/v1/embeddings", "/v1/models", "/embed", "/tokenize", "/health", "/ready", "/info", "/metrics")
+
+
+def public_name(model: str) -> str:
+    """The name answers show for ``--model``: a hub name as given, a local path without its folders (no local paths)."""
+    path = Path(model).expanduser()
+    return path.name or model if path.exists() or model.startswith((".", "/", "~")) else model
 
 
 def _refused(request: Request, keys: list[bytes], limit: int) -> Response | None:

@@ -66,6 +66,11 @@ class MicroBatcher:
         self.queued_tokens = 0
 
     @property
+    def alive(self) -> bool:
+        """The batching loop is running (started, and neither finished nor crashed)."""
+        return self._task is not None and not self._task.done()
+
+    @property
     def queued_rows(self) -> int:
         return self._queue.qsize()
 

@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 import logging
+import socket
 
+from nosink.cli_args import check_model_path
 from nosink.errors import NosinkError
 from nosink.server.settings import ServerSettings
+
+
+def check_port_free(host: str, port: int) -> None:
+    """NosinkError when ``host:port`` cannot be bound (in use, or not an address of this machine); 0 = any port."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise NosinkError(
+                f"cannot listen on {host}:{port}: {error.strerror or error}; pick another --port"
+            ) from None
 
 
 def load_app(settings: ServerSettings):
@@ -31,6 +48,8 @@ def run(settings: ServerSettings) -> None:
     except ImportError:
         raise NosinkError('the server needs its extra: pip install "nosink[server]"') from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_model_path(settings.model)  # the same message as encode's, not a hub-name error
+    check_port_free(settings.host, settings.port)  # before the model loads, not after
     if settings.torch_threads is not None:
         import torch
 
