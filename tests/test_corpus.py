@@ -424,6 +424,8 @@ def test_cli_embeds_and_resumes(tmp_path: Path, model_dir: Path, capsys: pytest.
         (["--ray-address", "auto", "--workers", "2"], "--ray-address and --workers only apply with --engine ray"),
         (["--model", "./no-such-model"], "model folder './no-such-model' does not exist"),
         (["--text-field", "body"], "no field 'body'"),
+        (["--plan", "mask0-bidir:k=99"], "needs k=99 layers"),  # these three used to leave a manifest behind
+        (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "meta"], "use cpu"),
     ],
 )
 def test_cli_mistakes_are_one_error_line(
@@ -435,6 +437,44 @@ def test_cli_mistakes_are_one_error_line(
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and message in error and "\n" not in error
     assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_new_job_leaves_nothing_so_the_corrected_command_runs(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: the manifest of the failed job was written first, and the corrected command was refused."""
+    path = write_jsonl(tmp_path / "c.jsonl", make_texts(5))
+    (tmp_path / "out").mkdir()  # a folder the user made stays; only what the job wrote goes
+    args = ["embed", str(path), "-o", str(tmp_path / "out"), "--model", str(model_dir), "--device", "cpu"]
+    for mistake in (["--plan", "mask0-bidir:k=99"], ["--max-length", "1"]):  # the second fails after loading
+        assert main([*args, *mistake]) == 2
+        assert (tmp_path / "out").is_dir() and not any((tmp_path / "out").iterdir())
+    assert main([*args, "--plan", "mask0-bidir:k=2"]) == 0
+    assert "5 records in 1 shards" in capsys.readouterr().out
+
+
+def test_a_manifest_write_that_fails_leaves_no_temporary_file(tmp_path: Path, encoder: Encoder, monkeypatch) -> None:
+    """Before: a full disk while the first manifest was written left .manifest.json.tmp-PID behind (the write was not
+    fsynced, and its failure not cleaned up), and the folder was refused afterwards."""
+    from nosink.corpus import shards
+
+    path = write_jsonl(tmp_path / "c.jsonl", make_texts(12, seed=8))
+    calls = []
+
+    def full_disk(descriptor: int) -> None:  # the first fsync of the run is the manifest's
+        calls.append(descriptor)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shards.os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        embed_corpus(encoder, CorpusSource.open(path), tmp_path / "out", shard_size=10, show_progress_bar=False)
+    monkeypatch.undo()
+    assert len(calls) == 1 and not (tmp_path / "out" / "manifest.json").exists()
+    assert not list((tmp_path / "out").glob(".*"))
+    (tmp_path / "fresh").mkdir()
+    (tmp_path / "fresh" / ".manifest.json.tmp-99999").write_text("{")  # a killed writer's leftover does not block
+    report = embed_corpus(encoder, CorpusSource.open(path), tmp_path / "fresh", shard_size=10, show_progress_bar=False)
+    assert report.written_shards == 2
 
 
 def test_cli_ray_flags_reach_ray_options_with_their_defaults(

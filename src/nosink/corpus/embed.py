@@ -9,6 +9,7 @@ place only when complete, so a restarted run skips finished shards and recompute
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -213,7 +214,43 @@ def embed_corpus(
             "text_field": source.text_field,
         },
     }
+    created, folder_existed = not (out_dir / MANIFEST).is_file(), out_dir.exists()
     manifest = _open_job(out_dir, job, source)
+    try:
+        return _run_job(encoder, source, out_dir, manifest, engine, ray, instruction, normalize, store_text,
+                        batch_size, max_tokens_per_batch, show_progress_bar, start)  # fmt: skip
+    except BaseException:
+        if created:  # a new job that failed before its first shard (a bad plan, device, max_length …) leaves nothing
+            _forget_if_empty(out_dir, remove_folder=not folder_existed)
+        raise
+
+
+def _forget_if_empty(out_dir: Path, *, remove_folder: bool) -> None:
+    """Remove a just-created job's manifest (and the folders this run made, if empty) when it holds no shard yet."""
+    if any((out_dir / SHARDS).glob("shard-*")):
+        return
+    (out_dir / MANIFEST).unlink(missing_ok=True)
+    for folder in (out_dir / SHARDS, out_dir) if remove_folder else (out_dir / SHARDS,):
+        with contextlib.suppress(OSError):  # not empty: keep it
+            folder.rmdir()
+
+
+def _run_job(
+    encoder: Encoder | EncoderSpec,
+    source: CorpusSource,
+    out_dir: Path,
+    manifest: dict[str, Any],
+    engine: Engine,
+    ray: RayOptions | None,
+    instruction: str | None,
+    normalize: bool,
+    store_text: bool,
+    batch_size: int | None,
+    max_tokens_per_batch: int | None,
+    show_progress_bar: bool | None,
+    start: float,
+) -> EmbedReport:
+    records, shard_size = manifest["records"], manifest["shard_size"]
     shards = manifest["shards"]
     done = {i for i in range(shards) if shard_rows(shard_path(out_dir, i)) == _rows_in(i, records, shard_size)}
     pending = [i for i in range(shards) if i not in done]
@@ -266,6 +303,9 @@ def _open_job(out_dir: Path, job: dict[str, Any], source: CorpusSource) -> dict[
             )
         _remove_temporary_files(out_dir)
         return manifest
+    if out_dir.is_dir():  # a manifest write that was cut short (killed, disk full) must not block a new start
+        for leftover in out_dir.glob(f".{MANIFEST}.tmp-*"):
+            leftover.unlink(missing_ok=True)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise NosinkError(f"{out_dir} exists and is not an embedded corpus; give a new or empty folder")
     out_dir.mkdir(parents=True, exist_ok=True)

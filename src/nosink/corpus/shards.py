@@ -96,10 +96,18 @@ def _json_kind(value: Any) -> str:
 
 
 def write_json_atomic(path: Path, value: dict[str, Any]) -> None:
-    """Write JSON to ``path`` so that readers see the old file or the new one, never half of one."""
+    """Write JSON to ``path`` atomically and durably (temporary file, fsync, rename): readers see the old file or the
+    new one, never half of one, and a failed write (a full disk) leaves no temporary file behind."""
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def write_shard(out_dir: str | Path, shard: Shard) -> Path:
