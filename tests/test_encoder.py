@@ -123,6 +123,7 @@ def test_encode_tokens_aligns_tokens_to_words_and_characters(model, tokenizer) -
         (["fine", 3], "index 1 must be a string"),
         (["fine", None], "index 1 must be a string"),
         (["fine", ""], "index 1 is empty"),
+        (["fine", "  \n\t "], "index 1 is empty or only whitespace"),  # one rule with "" and the corpus reader
     ],
 )
 def test_bad_input_is_explained(model, tokenizer, texts, message: str) -> None:

@@ -96,6 +96,17 @@ def test_hf_mean_pool_equals_hand_written_masked_mean(bert_dir: Path) -> None:
     np.testing.assert_allclose(vectors, reference_embeddings(bert_dir, TEXTS), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_baselines_refuse_a_bad_batch_size_as_encode_does(bert_dir: Path, bad: object) -> None:
+    """Before: batch_size=0 silently became 32 for st: and hf: baselines, while nosink's encode refused it."""
+    for embedder in (
+        HFMeanPoolEmbedder(bert_dir, device="cpu"),
+        SentenceTransformerEmbedder(build_sentence_transformer(bert_dir)),
+    ):
+        with pytest.raises(NosinkError, match="batch_size must be a positive integer"):
+            embedder.encode(TEXTS, batch_size=bad)
+
+
 def test_hf_text_alone_equals_it_inside_a_batch(bert_dir: Path) -> None:
     embedder = HFMeanPoolEmbedder(bert_dir, device="cpu")
     batched = embedder.encode(TEXTS, batch_size=2)  # batches of different padding

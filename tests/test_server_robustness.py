@@ -57,6 +57,14 @@ def test_a_lone_surrogate_is_a_400_naming_the_input(client: TestClient, route: s
     assert message.startswith(where) and "lone UTF-16 surrogate" in message
 
 
+@pytest.mark.parametrize("text", ["", "   ", "\n\t"])
+def test_empty_and_whitespace_only_texts_get_the_same_400(client: TestClient, text: str) -> None:
+    """Before: "   " was embedded while "" got 400."""
+    for route, body in [("/v1/embeddings", {"input": ["ok", text]}), ("/embed", {"inputs": ["ok", text]})]:
+        answer = client.post(route, json=body)
+        assert answer.status_code == 400 and "1 is empty" in answer.json()["error"]["message"], answer.text
+
+
 def test_the_library_refuses_a_lone_surrogate_too(encoder: Encoder) -> None:
     with pytest.raises(NosinkError, match="text at index 1 holds a lone UTF-16 surrogate at character 2"):
         encoder.encode(["fine", "ab\ud800"])

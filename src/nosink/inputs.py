@@ -148,6 +148,8 @@ class TextTokenizer:
         spans = offsets or (bool(self.prefix) and self.offsets_available)
         for index, text in enumerate(texts):
             check_unicode(text, f"text at index {index}")
+            if not text.strip():  # one rule everywhere (the corpus reader's too): nothing to embed
+                raise NosinkError(f"text at index {index} is empty or only whitespace; remove it or give it content")
         for start in range(0, len(texts), _TOKENIZE_CHUNK):
             chunk = texts[start : start + _TOKENIZE_CHUNK]
             encoded = self.tokenizer(

@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nosink.encoder import DEFAULT_BATCH_SIZE, PROGRESS_BAR_MIN_TEXTS, Encoder, resolve_device, resolve_dtype
-from nosink.errors import Choice, NosinkError
+from nosink.errors import Choice, NosinkError, check_positive
 from nosink.inputs import INSTRUCTION_TEMPLATE, check_texts
 from nosink.plan import Plan
 from nosink.pooling import Pooling
@@ -203,6 +203,8 @@ class SentenceTransformerEmbedder:
             A [N, D] float32 array.
         """
         texts = check_texts(texts)
+        size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+        check_positive(batch_size=size)  # 0 is refused, as by nosink's own encode, not taken as the default
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         prompt = instruction_prefix(instruction) or None
@@ -210,7 +212,7 @@ class SentenceTransformerEmbedder:
         vectors = self.model.encode(
             texts,
             prompt=prompt,
-            batch_size=batch_size or DEFAULT_BATCH_SIZE,
+            batch_size=size,
             show_progress_bar=show,
             convert_to_numpy=True,
             normalize_embeddings=normalize,
@@ -362,9 +364,8 @@ class HFMeanPoolEmbedder:
         """
         texts = with_instruction(check_texts(texts), instruction)
         output = np.zeros((len(texts), self.dim), dtype=np.float32)
-        size = batch_size or DEFAULT_BATCH_SIZE
-        if size < 1:
-            raise NosinkError(f"batch_size must be >= 1, got {size}")
+        size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+        check_positive(batch_size=size)  # 0 is refused, as by nosink's own encode, not taken as the default
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths together: less padding
         show = len(texts) >= PROGRESS_BAR_MIN_TEXTS if show_progress_bar is None else show_progress_bar
         with tqdm(total=len(texts), disable=not show, desc="encoding", unit="text") as bar:
