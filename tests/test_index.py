@@ -277,7 +277,7 @@ def test_damaged_index_files_are_refused_with_their_path(tmp_path: Path) -> None
     for content, reason in [
         ("{", "Expecting property name enclosed in double quotes"),
         ("[1, 2]", "it holds a JSON array, not an object"),
-        ('{"format": "nosink-index/1"}', "it lacks kind, count, dimension, shard_rows"),
+        ('{"format": "nosink-index/1"}', "it lacks kind, count, dimension, shard_rows, index_sha256"),
     ]:
         meta_path.write_text(content, encoding="utf-8")
         with pytest.raises(NosinkError) as caught:
@@ -287,10 +287,31 @@ def test_damaged_index_files_are_refused_with_their_path(tmp_path: Path) -> None
         assert message.endswith(rebuild)
     meta_path.write_text(meta, encoding="utf-8")
     faiss_path.write_bytes(b"garbage")
-    with pytest.raises(NosinkError, match=r"index\.faiss cannot be read by FAISS \(a damaged file\?\); rebuild"):
+    with pytest.raises(NosinkError, match=r"index\.faiss does not match the SHA-256 .* \(a damaged or replaced file\)"):
         VectorIndex.load(tmp_path)
     build_index(tmp_path, show_progress_bar=False)  # the remedy the messages give works
     assert len(VectorIndex.load(tmp_path)) == 4
+
+
+def test_an_index_file_damaged_in_place_or_replaced_is_refused(tmp_path: Path) -> None:
+    """Before: 4,096 flipped bytes of a flat index were searched (cosine scores of 2486), and an HNSW file copied
+    over a flat one was accepted."""
+    rng = np.random.default_rng(3)
+    flat, hnsw = tmp_path / "flat", tmp_path / "hnsw"
+    for folder, kind in ((flat, "flat"), (hnsw, "hnsw")):
+        folder.mkdir()
+        write_corpus(folder, rng.standard_normal((64, 8)).astype(np.float32), [64])
+        build_index(folder, kind=kind, show_progress_bar=False)
+    target = index_dir(flat) / "index.faiss"
+    data = bytearray(target.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 512] = bytes(b ^ 0xFF for b in data[middle : middle + 512])  # same size, other vectors
+    target.write_bytes(bytes(data))
+    with pytest.raises(NosinkError, match="does not match the SHA-256"):
+        VectorIndex.load(flat)
+    target.write_bytes((index_dir(hnsw) / "index.faiss").read_bytes())
+    with pytest.raises(NosinkError, match="does not match the SHA-256"):
+        VectorIndex.load(flat)
 
 
 def test_cli_search_suggests_model_only_when_it_was_not_given(tmp_path: Path, capsys) -> None:

@@ -193,11 +193,21 @@ def _write_index(folder: Path, index: Any, meta: dict[str, Any], faiss: Any) -> 
     temporary = folder / f".{INDEX_FILE}.tmp-{os.getpid()}"
     try:
         faiss.write_index(index, str(temporary))
+        meta = meta | {"index_sha256": file_sha256(temporary)}  # checked at every load: a damaged file is refused
         (folder / INDEX_META).unlink(missing_ok=True)  # a crash from here on leaves no index, never a wrong one
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
     write_json_atomic(folder / INDEX_META, meta)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:
@@ -307,12 +317,17 @@ class VectorIndex:
             raise NosinkError(
                 f"{folder / INDEX_META} has format {found!r}; this nosink reads {INDEX_FORMAT!r}; {rebuild}"
             )
-        missing = [name for name in ("kind", "count", "dimension", "shard_rows") if name not in meta]
+        missing = [name for name in ("kind", "count", "dimension", "shard_rows", "index_sha256") if name not in meta]
         if missing:
             raise NosinkError(
                 f"{folder / INDEX_META} is not a valid nosink index file: it lacks {', '.join(missing)}; {rebuild}"
             )
         manifest = _current_manifest(out_dir, meta)
+        if file_sha256(folder / INDEX_FILE) != meta["index_sha256"]:
+            raise NosinkError(
+                f"{folder / INDEX_FILE} does not match the SHA-256 that {INDEX_META} recorded when it was built "
+                f"(a damaged or replaced file); {rebuild}"
+            )
         try:
             index = faiss.read_index(str(folder / INDEX_FILE))
         except RuntimeError:  # faiss's message is a C++ location; the file is what matters
