@@ -358,3 +358,22 @@ def test_input_format_resolution() -> None:
     assert resolve_input_format("a.txt") == "lines"
     assert resolve_input_format("-") == "lines"
     assert resolve_input_format("a.txt", "jsonl") == "jsonl"
+
+
+@pytest.mark.parametrize("command", ["encode", "embed", "eval sts", "sweep", "attention", "search"])
+def test_every_model_command_takes_torch_threads(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: only serve had --torch-threads; a bad value is a usage error."""
+    assert main([*command.split(), "--help"]) == 0
+    assert "--torch-threads N" in capsys.readouterr().out
+    assert main([*command.split(), "--torch-threads", "0"]) == 2
+
+
+def test_torch_threads_are_applied_before_the_command_runs(tmp_path: Path, lines_file: Path) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert encode("--torch-threads", "1", lines_file, "-o", tmp_path / "out.npy") == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

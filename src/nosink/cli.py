@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable
 
 from nosink import __version__
-from nosink.cli_args import MODEL_HELP, check_model_path, format_table, positive_int
+from nosink.cli_args import MODEL_HELP, add_threads_option, check_model_path, format_table, positive_int
 from nosink.corpus.commands import add_commands as add_corpus_commands
 from nosink.encoder import DTYPE_CHOICES
 from nosink.errors import NosinkError
@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
+            if getattr(args, "torch_threads", None):
+                import torch
+
+                torch.set_num_threads(args.torch_threads)
             return args.handler(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -136,6 +140,7 @@ def _add_encode(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-length", type=positive_int, default=512, metavar="N", help="default: %(default)s")
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="default: %(default)s")
     parser.add_argument("--device", metavar="D", help="e.g. cpu, cuda, cuda:1 (default: cuda when available)")
+    add_threads_option(parser)
     parser.add_argument("--input-format", default="auto", choices=INPUT_FORMATS, help="default: %(default)s")
     parser.add_argument("input", metavar="INPUT", help="text file, .jsonl file, or - for stdin")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output file: .npy, .jsonl or .parquet")

@@ -48,3 +48,14 @@ def format_table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]]) for row in rows]
     return "\n".join(line.rstrip() for line in lines)
+
+
+THREADS_HELP = (
+    "torch intra-op threads (default: torch's, one per physical core); give fewer when other processes share "
+    "the CPU, so that they do not oversubscribe it"
+)
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--torch-threads N``: applied by ``nosink.cli.main`` before the command runs."""
+    parser.add_argument("--torch-threads", type=positive_int, metavar="N", help=THREADS_HELP)

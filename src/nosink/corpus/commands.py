@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from nosink.cli_args import MODEL_HELP, SubparserFactory, check_model_path, positive_float, positive_int
+from nosink.cli_args import (
+    MODEL_HELP,
+    SubparserFactory,
+    add_threads_option,
+    check_model_path,
+    positive_float,
+    positive_int,
+)
 from nosink.corpus.embed import Engine
 from nosink.corpus.reader import InputFormat
 from nosink.encoder import DTYPE_CHOICES
@@ -37,6 +44,7 @@ def add_commands(commands: argparse._SubParsersAction, make: SubparserFactory) -
     parser.add_argument("--pooling", default="mean", choices=[p.value for p in Pooling], help="default: %(default)s")
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="default: %(default)s")
     parser.add_argument("--device", metavar="D", help="cpu, cuda, cuda:1 … (default: cuda when available)")
+    add_threads_option(parser)
     parser.add_argument("--max-length", type=positive_int, default=512, metavar="N", help="default: %(default)s")
     parser.add_argument("--batch-size", type=positive_int, metavar="N", help="texts per batch (default: 32)")
     parser.add_argument("--max-tokens-per-batch", type=positive_int, metavar="N", help="cap on padded batch tokens")

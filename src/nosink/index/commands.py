@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from nosink.cli_args import SubparserFactory, check_model_path, positive_int
+from nosink.cli_args import SubparserFactory, add_threads_option, check_model_path, positive_int
 from nosink.encoder import DTYPE_CHOICES
 
 DEFAULT_TEXT_WIDTH = 80
@@ -117,6 +117,7 @@ def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="M", help="load this model instead of the manifest's (same weights moved)")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, help="model dtype (default: the corpus's)")
     parser.add_argument("--device", metavar="D", help="e.g. cpu, cuda, cuda:1 (default: cuda when available)")
+    add_threads_option(parser)
 
 
 # -------------------------------------------------------------------- handlers
