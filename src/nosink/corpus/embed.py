@@ -214,13 +214,49 @@ def embed_corpus(
             "text_field": source.text_field,
         },
     }
+    with _opened_job(out_dir, job, source) as manifest:
+        shards = manifest["shards"]
+        done = {i for i in range(shards) if shard_rows(shard_path(out_dir, i)) == _rows_in(i, records, shard_size)}
+        pending = [i for i in range(shards) if i not in done]
+        todo = sum(_rows_in(i, records, shard_size) for i in pending)
+        options = _EncodeOptions(instruction, normalize, batch_size, max_tokens_per_batch)
+        chunks = _pending_chunks(source, shard_size, set(pending))
+        show = records >= 32 if show_progress_bar is None else show_progress_bar
+        with tqdm(total=records, initial=records - todo, disable=not show, desc="embedding", unit="text") as bar:
+            if not pending:
+                truncated = 0
+            elif engine is Engine.LOCAL:
+                local = encoder.load() if isinstance(encoder, EncoderSpec) else encoder
+                truncated = _embed_local(
+                    local, chunks, out_dir, store_text=store_text, encode=options, progress=bar.update
+                )
+            else:
+                from nosink.corpus.ray_engine import embed_with_ray
+
+                truncated = embed_with_ray(
+                    encoder,
+                    chunks,
+                    out_dir,
+                    store_text=store_text,
+                    encode=options,
+                    options=ray or RayOptions(),
+                    progress=bar.update,
+                )
+        write_json_atomic(out_dir / MANIFEST, manifest | {"complete": True, "finished": _now()})
+        seconds = time.perf_counter() - start
+        return EmbedReport(out_dir, records, shards, len(pending), len(done), todo, truncated, seconds)
+
+
+@contextlib.contextmanager
+def _opened_job(out_dir: Path, job: dict[str, Any], source: CorpusSource) -> Iterator[dict[str, Any]]:
+    """The job's manifest (see :func:`_open_job`); a new job that fails before its first shard (a bad plan, device,
+    max_length …) leaves nothing behind, so the corrected command can run in the same folder."""
     created, folder_existed = not (out_dir / MANIFEST).is_file(), out_dir.exists()
     manifest = _open_job(out_dir, job, source)
     try:
-        return _run_job(encoder, source, out_dir, manifest, engine, ray, instruction, normalize, store_text,
-                        batch_size, max_tokens_per_batch, show_progress_bar, start)  # fmt: skip
+        yield manifest
     except BaseException:
-        if created:  # a new job that failed before its first shard (a bad plan, device, max_length …) leaves nothing
+        if created:
             _forget_if_empty(out_dir, remove_folder=not folder_existed)
         raise
 
@@ -233,52 +269,6 @@ def _forget_if_empty(out_dir: Path, *, remove_folder: bool) -> None:
     for folder in (out_dir / SHARDS, out_dir) if remove_folder else (out_dir / SHARDS,):
         with contextlib.suppress(OSError):  # not empty: keep it
             folder.rmdir()
-
-
-def _run_job(
-    encoder: Encoder | EncoderSpec,
-    source: CorpusSource,
-    out_dir: Path,
-    manifest: dict[str, Any],
-    engine: Engine,
-    ray: RayOptions | None,
-    instruction: str | None,
-    normalize: bool,
-    store_text: bool,
-    batch_size: int | None,
-    max_tokens_per_batch: int | None,
-    show_progress_bar: bool | None,
-    start: float,
-) -> EmbedReport:
-    records, shard_size = manifest["records"], manifest["shard_size"]
-    shards = manifest["shards"]
-    done = {i for i in range(shards) if shard_rows(shard_path(out_dir, i)) == _rows_in(i, records, shard_size)}
-    pending = [i for i in range(shards) if i not in done]
-    todo = sum(_rows_in(i, records, shard_size) for i in pending)
-    options = _EncodeOptions(instruction, normalize, batch_size, max_tokens_per_batch)
-    chunks = _pending_chunks(source, shard_size, set(pending))
-    show = records >= 32 if show_progress_bar is None else show_progress_bar
-    with tqdm(total=records, initial=records - todo, disable=not show, desc="embedding", unit="text") as bar:
-        if not pending:
-            truncated = 0
-        elif engine is Engine.LOCAL:
-            local = encoder.load() if isinstance(encoder, EncoderSpec) else encoder
-            truncated = _embed_local(local, chunks, out_dir, store_text=store_text, encode=options, progress=bar.update)
-        else:
-            from nosink.corpus.ray_engine import embed_with_ray
-
-            truncated = embed_with_ray(
-                encoder,
-                chunks,
-                out_dir,
-                store_text=store_text,
-                encode=options,
-                options=ray or RayOptions(),
-                progress=bar.update,
-            )
-    write_json_atomic(out_dir / MANIFEST, manifest | {"complete": True, "finished": _now()})
-    seconds = time.perf_counter() - start
-    return EmbedReport(out_dir, records, shards, len(pending), len(done), todo, truncated, seconds)
 
 
 # -------------------------------------------------------------------- the job
