@@ -33,6 +33,16 @@ def reference_plan(config: dict, *, residual: bool = True) -> Plan:
         return Plan.from_reference(**fields, res_connect=config["res_connect"] if residual else None)
 
 
+def vanilla_floor(family: str, ids: torch.Tensor, mask: torch.Tensor, device: str) -> float:
+    """Max |diff| over real tokens of this transformers' plain causal model against the fixtures' NONE without the
+    residual (the released code's model run as is, on transformers 4.44.2): what two transformers versions differ by."""
+    model = AutoModel.from_pretrained(FIXTURES / family, attn_implementation="eager", dtype=torch.float32)
+    with torch.inference_mode():
+        states = model.to(device).eval()(input_ids=ids, attention_mask=mask).last_hidden_state
+    expected = torch.as_tensor(np.load(FIXTURES / "states.npz")[f"{family}/NONE-MASK0-u0-b0-resNone/hidden_doc"])
+    return float((states - expected.to(device))[mask.bool()].abs().max())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -48,6 +58,9 @@ def main() -> None:
         ids = torch.as_tensor(data[f"{family}/input_ids_doc"], device=args.device)
         mask = torch.as_tensor(data[f"{family}/attention_mask_doc"], device=args.device)
         real = mask.bool()
+        floor = vanilla_floor(family, ids, mask, args.device)
+        result["families"][f"{family}/vanilla_floor"] = floor
+        print(f"{family:8} vanilla transformers (this version) vs the released NONE, residual off: {floor:.2e}")
         for attn in args.attn.split(","):
             model = AutoModel.from_pretrained(FIXTURES / family, attn_implementation=attn, dtype=torch.float32)
             encoder = Encoder.from_model(model.to(args.device).eval(), tokenizer)
