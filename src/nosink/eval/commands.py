@@ -167,7 +167,8 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="PATH", help="sts: validation pairs")
     parser.add_argument("--train", metavar="PATH", help="classification: training texts")
     parser.add_argument("--val", metavar="PATH", help="classification: validation texts")
-    parser.add_argument("--family", action="append", required=True, metavar="F", help="e.g. mask0-bidir (repeatable)")
+    family = "e.g. mask0-bidir, mask0&bidir, inter-back&bidir; add :res=3 for reference mode (repeatable)"
+    parser.add_argument("--family", action="append", required=True, metavar="F", help=family)
     parser.add_argument("--ks", metavar="LIST", help="k values: 1-8 or 1,2,4 (default: 1..L)")
     parser.add_argument("--k0s", metavar="LIST", help="k0 grid for &bidir families (default: 1,2,4)")
     parser.add_argument("--instruction", metavar="T", help="default: the paper's STS one for sts, none otherwise")
