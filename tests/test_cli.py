@@ -314,12 +314,11 @@ def test_empty_lines(
 @pytest.mark.parametrize(
     ("line2", "needle"),
     [
-        ('{"text": "the dog"', "line 2 is not valid JSON"),
-        ('["the dog"]', "line 2 must be a JSON object"),
-        ('{"id": 3}', "line 2 must be a JSON object"),
+        ('{"text": "the dog"', "line 2: not valid JSON"),
+        ('["the dog"]', "line 2: expected a JSON object, got list"),
+        ('{"id": 3}', 'line 2: needs a string "text" field (fields: id)'),
         ('{"text": 3}', 'string "text"'),
-        ('{"text": " "}', 'line 2 has an empty "text"'),
-        ("", "line 2 is empty"),
+        ('{"text": " "}', 'line 2: the "text" is empty'),
     ],
 )
 def test_bad_jsonl(line2: str, needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -355,9 +354,90 @@ def test_keyboard_interrupt_exits_130(
 def test_input_format_resolution() -> None:
     assert resolve_input_format("a.jsonl") == "jsonl"
     assert resolve_input_format("a.NDJSON") == "jsonl"
+    assert resolve_input_format("a.csv") == "csv"
+    assert resolve_input_format("a.TSV") == "tsv"
+    assert resolve_input_format("a.pq") == "parquet"
     assert resolve_input_format("a.txt") == "lines"
     assert resolve_input_format("-") == "lines"
     assert resolve_input_format("a.txt", "jsonl") == "jsonl"
+    assert resolve_input_format("-", first_line='{"text": "a"}') == "jsonl"
+    assert resolve_input_format("a.txt", first_line='  {"text": "a"} ') == "jsonl"
+    assert resolve_input_format("-", first_line="{not json") == "lines"
+    assert resolve_input_format("-", first_line='["a", "b"]') == "lines"  # JSON, but not an object
+    assert resolve_input_format("a.jsonl", "lines", first_line='{"text": "a"}') == "lines"
+
+
+def test_jsonl_on_stdin_is_read_as_jsonl(tmp_path: Path, expected: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: stdin was always plain lines, so JSONL records were embedded as their JSON strings."""
+    records = "".join(json.dumps({"id": f"d{i}", "text": text}) + "\n" for i, text in enumerate(TEXTS))
+    monkeypatch.setattr(sys, "stdin", io.StringIO(records))
+    assert encode("-", "-o", tmp_path / "out.jsonl") == 0
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in rows] == ["d0", "d1", "d2"]
+    np.testing.assert_allclose(np.array([row["embedding"] for row in rows]), expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(("suffix", "delimiter"), [(".csv", ","), (".tsv", "\t")])
+def test_delimited_files_are_read_as_tables(
+    suffix: str, delimiter: str, tmp_path: Path, expected: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a .csv was read as plain lines, embedding its header and the label suffixes (N + 1 rows)."""
+    source = tmp_path / f"texts{suffix}"
+    rows = [delimiter.join(["id", "text", "label"])]
+    rows += [delimiter.join([f"d{i}", f'"{text}"' if delimiter == "," else text, "x"]) for i, text in enumerate(TEXTS)]
+    source.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert encode(source, "-o", out) == 0
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["id"] for row in written] == ["d0", "d1", "d2"]
+    np.testing.assert_allclose(np.array([row["embedding"] for row in written]), expected, atol=1e-6, rtol=0)
+    assert "wrote 3 embeddings" in capsys.readouterr().err
+
+
+def test_parquet_input(tmp_path: Path, expected: np.ndarray) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "texts.parquet"
+    pq.write_table(pa.table({"text": TEXTS, "id": [10, 11, 12]}), source)
+    assert encode(source, "-o", tmp_path / "out.jsonl") == 0
+    written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in written] == [10, 11, 12]
+    np.testing.assert_allclose(np.array([row["embedding"] for row in written]), expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("t.csv", "body,label\na cat,x\n", 'line 2: needs a string "text" field (fields: body, label)'),
+        ("t.csv", "text,label\na cat\n", "line 2: expected 2 fields (text, label), got 1"),
+        ("t.tsv", "", "the first line must be a header"),
+        ("t.txt", '{"text": "a cat"}\nthe dog\n', "line 2: not valid JSON"),
+        ("t.txt", '{"body": "a cat"}\n', "or pass --input-format lines for plain text"),
+    ],
+)
+def test_bad_tables_are_refused(
+    name: str, content: str, needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / name
+    source.write_text(content, encoding="utf-8")
+    assert_user_error(capsys, encode(source, "-o", tmp_path / "out.npy"), name, needle)
+
+
+def test_parquet_from_stdin_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a cat\n"))
+    code = encode("--input-format", "parquet", "-", "-o", tmp_path / "out.npy")
+    assert_user_error(capsys, code, "Parquet cannot be read from stdin")
+
+
+def test_json_looking_lines_can_be_forced_to_plain_text(tmp_path: Path, encoder: Encoder) -> None:
+    texts = ['{"text": "a cat"}', "the dog"]
+    source = tmp_path / "t.txt"
+    source.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    assert encode("--input-format", "lines", source, "-o", tmp_path / "out.npy") == 0
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), encoder.encode(texts), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("command", ["encode", "embed", "eval sts", "sweep", "attention", "search"])

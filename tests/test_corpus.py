@@ -126,8 +126,8 @@ def test_ids_default_to_record_numbers_and_fields_are_chosen(tmp_path: Path) -> 
     [
         ('{"text": "ok"}\n{"text": ""}\n', {}, "record 1 has an empty 'text'"),
         ('{"text": "ok"}\n{"text": 3}\n', {}, "record 1 has a int as 'text'"),
-        ('{"text": "ok"}\nnot json\n', {}, "line 2 is not JSON"),
-        ('["a list"]\n', {}, "line 1 is not a JSON object"),
+        ('{"text": "ok"}\nnot json\n', {}, "line 2: not valid JSON"),
+        ('["a list"]\n', {}, "line 1: expected a JSON object"),
         ('{"body": "ok"}\n', {}, "no field 'text'"),
         ('{"text": "ok"}\n', {"id_field": "doc"}, "no field 'doc'"),
         ('{"text": "ok", "id": 1}\n{"text": "no id"}\n', {"id_field": "id"}, "record 1 has no 'id'"),
@@ -157,7 +157,7 @@ def test_input_that_is_not_utf8_is_refused_with_its_file_and_line(
     data[bad_line - 1] = line[:-2] + b"\xff" + line[-2:]  # e.g. a Latin-1 "ÿ" inside a text
     path = tmp_path / name
     path.write_bytes(b"\n".join(data) + b"\n")
-    expected = rf"^{name} is not UTF-8: line {bad_line} has the byte 0xff; save it as UTF-8$"
+    expected = rf"^{name}, line {bad_line}: not UTF-8 text \(the byte 0xff\); save it as UTF-8$"
     with pytest.raises(NosinkError, match=expected):
         list(CorpusSource.open(path).records())
 
@@ -169,7 +169,7 @@ def test_cli_refuses_input_that_is_not_utf8_before_writing(
     path.write_bytes(b'{"text": "caf\xe9"}\n')  # Latin-1, not UTF-8
     args = ["embed", str(path), "-o", str(tmp_path / "out"), "--model", str(model_dir), "--device", "cpu"]
     assert main(args) == 2
-    assert capsys.readouterr().err == "error: c.jsonl is not UTF-8: line 1 has the byte 0xe9; save it as UTF-8\n"
+    assert capsys.readouterr().err == "error: c.jsonl, line 1: not UTF-8 text (the byte 0xe9); save it as UTF-8\n"
     assert not (tmp_path / "out").exists()
 
 

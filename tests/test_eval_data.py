@@ -202,7 +202,7 @@ def test_pairs_errors(tmp_path: Path) -> None:
     with pytest.raises(NosinkError, match=r"line 2: b is empty"):
         load_pairs(empty_text, text_a="a", text_b="b", score="s")
     bad_json = write(tmp_path, "j.jsonl", '{"a": "x", "b": "y", "s": 1}\n{"a": \n')
-    with pytest.raises(NosinkError, match=r"j.jsonl, line 2: not a JSON object"):
+    with pytest.raises(NosinkError, match=r"j.jsonl, line 2: not valid JSON"):
         load_pairs(bad_json, text_a="a", text_b="b", score="s")
     header_only = write(tmp_path, "h.tsv", "a\tb\ts\n")
     with pytest.raises(NosinkError, match="no pairs found"):

@@ -142,7 +142,8 @@ def _add_encode(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", metavar="D", help="e.g. cpu, cuda, cuda:1 (default: cuda when available)")
     add_threads_option(parser)
     parser.add_argument("--input-format", default="auto", choices=INPUT_FORMATS, help="default: %(default)s")
-    parser.add_argument("input", metavar="INPUT", help="text file, .jsonl file, or - for stdin")
+    source_help = 'text file (one text per line), .jsonl, .csv, .tsv or .parquet with a "text" field, or - for stdin'
+    parser.add_argument("input", metavar="INPUT", help=source_help)
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output file: .npy, .jsonl or .parquet")
 
 

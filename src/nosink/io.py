@@ -1,7 +1,8 @@
 """Reading texts from files or stdin and writing embeddings to files, for the ``nosink`` CLI.
 
-Inputs are plain text (one text per line) or JSONL (one object with a string ``"text"`` per
-line, optionally an ``"id"``). Outputs are chosen by extension: ``.npy``, ``.jsonl`` or ``.parquet``.
+Inputs are plain text (one text per line) or a table (JSONL, CSV, TSV or Parquet) whose records
+have a string ``"text"`` and optionally an ``"id"``. Outputs are chosen by extension: ``.npy``,
+``.jsonl`` or ``.parquet``.
 """
 
 from __future__ import annotations
@@ -9,24 +10,27 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nosink import tables
 from nosink.errors import NosinkError
 
 STDIN = "-"
-INPUT_FORMATS = ("auto", "lines", "jsonl")
+INPUT_FORMATS = ("auto", "lines", "jsonl", "csv", "tsv", "parquet")
 OUTPUT_SUFFIXES = (".npy", ".jsonl", ".parquet")
-_JSONL_SUFFIXES = (".jsonl", ".ndjson")
-_PARQUET_HINT = 'writing .parquet needs pyarrow: pip install "nosink[parquet]"'
+TEXT_FIELD = "text"
+ID_FIELD = "id"
 
 
 @dataclass(frozen=True)
 class Inputs:
-    """Texts in input order, and the ``"id"`` of each JSONL record that had one (by 0-based index)."""
+    """Texts in input order, and the ``"id"`` of each record that had one (by 0-based index)."""
 
     texts: list[str]
     ids: dict[int, Any] = field(default_factory=dict)
@@ -38,32 +42,49 @@ class Inputs:
 def read_inputs(source: str, *, input_format: str = "auto") -> Inputs:
     """Read texts from a file path, or from stdin when ``source`` is ``"-"``.
 
+    Plain text has one text per line. Tables (JSONL, CSV, TSV, Parquet, read by :mod:`nosink.tables`)
+    have a string ``"text"`` field and optionally an ``"id"`` field.
+
     Args:
         source: A file path, or ``"-"`` for stdin.
-        input_format: ``lines``, ``jsonl``, or ``auto`` (JSONL for ``.jsonl``/``.ndjson`` paths,
-            else lines; stdin is read as lines).
+        input_format: ``lines``, ``jsonl``, ``csv``, ``tsv``, ``parquet``, or ``auto``: the format
+            that the file's extension names; otherwise (stdin, ``.txt`` …) JSONL when the first
+            non-blank line is a JSON object, else lines.
 
     Raises:
-        NosinkError: For an empty line, a bad JSONL record, or input that has no texts.
+        NosinkError: For an empty line, a bad record, or input that has no texts.
         OSError: When the file cannot be read.
     """
     name = "stdin" if source == STDIN else source
-    lines = _split_lines(_read_text(source))
-    fmt = resolve_input_format(source, input_format)
-    inputs = _parse_jsonl(lines, name) if fmt == "jsonl" else Inputs(_parse_lines(lines, name))
+    if resolve_input_format(source, input_format) == "parquet":
+        inputs = _inputs_from_rows(tables.parquet_rows(Path(_parquet_path(source))), name)
+    else:
+        text = _read_text(source)
+        fmt = resolve_input_format(source, input_format, first_line=_first_non_blank_line(text))
+        inputs = _parse_text(text, fmt, name)
     if not inputs.texts:
         raise NosinkError(f"{name} has no texts")
     return inputs
 
 
-def resolve_input_format(source: str, input_format: str = "auto") -> str:
-    """The concrete format (``lines`` or ``jsonl``) for a source and a requested format."""
+def resolve_input_format(source: str, input_format: str = "auto", *, first_line: str = "") -> str:
+    """The concrete format for a source, a requested format and (for ``auto``) the input's first non-blank line."""
     if input_format not in INPUT_FORMATS:
         raise NosinkError(f"unknown input format {input_format!r}; use one of {', '.join(INPUT_FORMATS)}")
     if input_format != "auto":
         return input_format
-    is_jsonl = source != STDIN and Path(source).suffix.lower() in _JSONL_SUFFIXES
-    return "jsonl" if is_jsonl else "lines"
+    named = tables.format_of(source) if source != STDIN else None
+    if named is not None:
+        return named.value
+    return "jsonl" if tables.looks_like_jsonl(first_line) else "lines"
+
+
+def _parquet_path(source: str) -> str:
+    if source == STDIN:
+        raise NosinkError("Parquet cannot be read from stdin; give the file's path")
+    if not Path(source).is_file():
+        raise NosinkError(f"{source} is not a file")
+    return source
 
 
 def _read_text(source: str) -> str:
@@ -71,8 +92,22 @@ def _read_text(source: str) -> str:
         return sys.stdin.read()
     try:
         return Path(source).read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise NosinkError(f"{source} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except UnicodeDecodeError:
+        raise tables.not_utf8(Path(source)) from None
+
+
+def _first_non_blank_line(text: str) -> str:
+    return next((line for line in text.splitlines() if line.strip()), "")
+
+
+def _parse_text(text: str, fmt: str, name: str) -> Inputs:
+    if fmt == "lines":
+        return Inputs(_parse_lines(_split_lines(text), name))
+    handle = StringIO(text, newline="")
+    if fmt == "jsonl":
+        return _inputs_from_rows(tables.jsonl_rows(handle, name), name, fmt)
+    delimiter = tables.DELIMITERS[tables.TableFormat(fmt)]
+    return _inputs_from_rows(tables.delimited_rows(handle, name, delimiter=delimiter), name, fmt)
 
 
 def _split_lines(text: str) -> list[str]:
@@ -89,30 +124,25 @@ def _parse_lines(lines: list[str], name: str) -> list[str]:
     return lines
 
 
-def _parse_jsonl(lines: list[str], name: str) -> Inputs:
+def _inputs_from_rows(rows: Iterator[tables.Row], name: str, fmt: str = "parquet") -> Inputs:
     texts: list[str] = []
     ids: dict[int, Any] = {}
-    for number, line in enumerate(lines, start=1):
-        record = _parse_record(line, name, number)
-        if "id" in record:
-            ids[len(texts)] = record["id"]
-        texts.append(record["text"])
+    for line, record in rows:
+        texts.append(_record_text(record, f"{name}, {'row' if fmt == 'parquet' else 'line'} {line}", fmt))
+        if record.get(ID_FIELD) not in (None, ""):
+            ids[len(texts) - 1] = record[ID_FIELD]
     return Inputs(texts, ids)
 
 
-def _parse_record(line: str, name: str, number: int) -> dict[str, Any]:
-    where = f"{name} line {number}"
-    if not line.strip():
-        raise NosinkError(f"{where} is empty; give every line a JSON object with a 'text' field")
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise NosinkError(f"{where} is not valid JSON ({error.msg} at column {error.colno})") from None
-    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-        raise NosinkError(f'{where} must be a JSON object with a string "text" field, got {line.strip():.60}')
-    if not record["text"].strip():
-        raise NosinkError(f'{where} has an empty "text"')
-    return record
+def _record_text(record: dict[str, Any], where: str, fmt: str) -> str:
+    value = record.get(TEXT_FIELD)
+    if not isinstance(value, str):
+        fields = ", ".join(map(str, record)) or "none"
+        hint = " (or pass --input-format lines for plain text)" if fmt == "jsonl" else ""
+        raise NosinkError(f'{where}: needs a string "{TEXT_FIELD}" field (fields: {fields}){hint}')
+    if not value.strip():
+        raise NosinkError(f'{where}: the "{TEXT_FIELD}" is empty')
+    return value
 
 
 # -------------------------------------------------------------------- writing
@@ -180,11 +210,7 @@ def _write_parquet(path: str, embeddings: np.ndarray, ids: dict[int, Any]) -> No
 
 
 def _pyarrow() -> tuple[Any, Any]:
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError:
-        raise NosinkError(_PARQUET_HINT) from None
+    pyarrow = tables.require_pyarrow(purpose="writing .parquet")
     return pyarrow, pyarrow.parquet
 
 

@@ -6,20 +6,18 @@ when there is no id field) and a non-empty ``text``. Bad records are refused wit
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nosink.corpus.shards import require_pyarrow
+from nosink import tables
 from nosink.errors import Choice, NosinkError
 from nosink.io import sha256_of
+from nosink.tables import TableFormat
 
 DEFAULT_ID_FIELD = "id"
 DEFAULT_TEXT_FIELD = "text"
-_PARQUET_BATCH_ROWS = 4096
 
 
 class InputFormat(Choice):
@@ -34,16 +32,6 @@ class InputFormat(Choice):
     @classmethod
     def noun(cls) -> str:
         return "input format"
-
-
-_SUFFIXES = {
-    ".jsonl": InputFormat.JSONL,
-    ".ndjson": InputFormat.JSONL,
-    ".csv": InputFormat.CSV,
-    ".tsv": InputFormat.TSV,
-    ".parquet": InputFormat.PARQUET,
-    ".pq": InputFormat.PARQUET,
-}
 
 
 @dataclass(frozen=True)
@@ -81,10 +69,11 @@ class CorpusSource:
             raise NosinkError(f"{path} is not a file")
         fmt = InputFormat.coerce(input_format)
         if fmt is InputFormat.AUTO:
-            fmt = _SUFFIXES.get(path.suffix.lower())
-            if fmt is None:
-                known = ", ".join(sorted(_SUFFIXES))
+            table_format = tables.format_of(path)
+            if table_format is None:
+                known = ", ".join(sorted(tables.SUFFIXES))
                 raise NosinkError(f"cannot tell the format of {path.name} ({known}); pass --input-format")
+            fmt = InputFormat(table_format.value)
         return cls(path, fmt, id_field, text_field)
 
     def records(self) -> Iterator[Record]:
@@ -149,69 +138,31 @@ def _names(fields: set[str]) -> str:
     return ", ".join(sorted(fields)) or "none"
 
 
-def _not_utf8(path: Path) -> NosinkError:
-    """The error for a text corpus that does not decode as UTF-8, naming its first bad line and byte.
-
-    Text files are decoded in chunks, so the UnicodeDecodeError does not tell the line; this
-    runs only on that error path and reads the file again, line by line, to find it.
-    """
-    with open(path, "rb") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as error:
-                byte = line[error.start : error.start + 1].hex()
-                return NosinkError(
-                    f"{path.name} is not UTF-8: line {line_number} has the byte 0x{byte}; save it as UTF-8"
-                )
-    return NosinkError(f"{path.name} is not UTF-8; save it as UTF-8")  # only if the file changed meanwhile
-
-
-def _jsonl_rows(source: CorpusSource) -> Iterator[tuple[dict[str, Any], set[str]]]:
-    with open(source.path, encoding="utf-8-sig") as handle:
+def _text_rows(source: CorpusSource) -> Iterator[tuple[dict[str, Any], set[str]]]:
+    """JSONL, CSV and TSV records through the project's one reader per format (:mod:`nosink.tables`)."""
+    name = source.path.name
+    with tables.open_text(source.path) as handle:
+        if source.format is InputFormat.JSONL:
+            rows = tables.jsonl_rows(handle, name)
+        else:
+            rows = tables.delimited_rows(handle, name, delimiter=tables.DELIMITERS[TableFormat(source.format.value)])
         try:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise NosinkError(f"{source.path.name}: line {line_number} is not JSON ({error.msg})") from None
-                if not isinstance(row, dict):
-                    raise NosinkError(f"{source.path.name}: line {line_number} is not a JSON object")
+            for _, row in rows:
                 yield row, set(row)
         except UnicodeDecodeError:
-            raise _not_utf8(source.path) from None
-
-
-def _delimited_rows(source: CorpusSource) -> Iterator[tuple[dict[str, Any], set[str]]]:
-    delimiter = "\t" if source.format is InputFormat.TSV else ","
-    with open(source.path, encoding="utf-8-sig", newline="") as handle:
-        try:
-            reader = csv.DictReader(handle, delimiter=delimiter)
-            fields = set(reader.fieldnames or ())
-            for row in reader:
-                yield row, fields
-        except UnicodeDecodeError:
-            raise _not_utf8(source.path) from None
+            raise tables.not_utf8(source.path, name) from None
 
 
 def _parquet_rows(source: CorpusSource) -> Iterator[tuple[dict[str, Any], set[str]]]:
-    pa = require_pyarrow()
-    try:
-        parquet = pa.parquet.ParquetFile(source.path)
-    except pa.ArrowInvalid as error:
-        raise NosinkError(f"{source.path.name} is not a Parquet file ({error})") from None
-    fields = set(parquet.schema_arrow.names)
+    fields = set(tables.parquet_columns(source.path))
     wanted = [name for name in (source.id_field or DEFAULT_ID_FIELD, source.text_field) if name in fields]
-    for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=wanted):
-        for row in batch.to_pylist():
-            yield row, fields
+    for _, row in tables.parquet_rows(source.path, columns=wanted):
+        yield row, fields
 
 
 _ROW_READERS = {
-    InputFormat.JSONL: _jsonl_rows,
-    InputFormat.CSV: _delimited_rows,
-    InputFormat.TSV: _delimited_rows,
+    InputFormat.JSONL: _text_rows,
+    InputFormat.CSV: _text_rows,
+    InputFormat.TSV: _text_rows,
     InputFormat.PARQUET: _parquet_rows,
 }

@@ -18,22 +18,17 @@ from typing import Any
 
 import numpy as np
 
+from nosink import tables
 from nosink.errors import NosinkError
 
 MANIFEST = "manifest.json"
 SHARDS = "shards"
 FORMAT = "nosink-embeddings/1"
-_PYARROW_HINT = 'embedded corpora need pyarrow: pip install "nosink[corpus]"'
 
 
 def require_pyarrow() -> Any:
     """The ``pyarrow`` module, or a NosinkError that names the extra to install."""
-    try:
-        import pyarrow
-        import pyarrow.parquet  # registers pyarrow.parquet
-    except ImportError:
-        raise NosinkError(_PYARROW_HINT) from None
-    return pyarrow
+    return tables.require_pyarrow(purpose="embedded corpora", extra="corpus")
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import csv
 import fnmatch
-import json
 import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
+from nosink import tables
 from nosink.errors import NosinkError
 from nosink.io import sha256_of
 
@@ -292,8 +293,8 @@ def _check_not_empty(path: Path, items: Sequence[object], what: str) -> None:
         raise NosinkError(f"{path}: no {what} found")
 
 
-def _open(path: Path):
-    return path.open(encoding="utf-8-sig", newline="")
+def _open(path: Path) -> TextIO:
+    return tables.open_text(path)
 
 
 def _first_line(path: Path) -> str:
@@ -320,7 +321,7 @@ def _table(path: Path) -> tuple[list[str], Iterator[Record]]:
         raise NosinkError(f"{path}: the first line must be a header with column names, but it is empty")
     delimiter = _delimiter(path, header)
     columns = [name.strip() for name in _split_header(header, delimiter)]
-    return columns, _delimited_records(path, columns, delimiter)
+    return columns, _delimited_records(path, delimiter)
 
 
 def _delimiter(path: Path, header: str) -> str:
@@ -330,32 +331,16 @@ def _delimiter(path: Path, header: str) -> str:
 
 
 def _split_header(header: str, delimiter: str) -> list[str]:
-    return next(csv.reader([header], delimiter=delimiter, quoting=_quoting(delimiter)))
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    return next(csv.reader([header], delimiter=delimiter, quoting=quoting))
 
 
-def _quoting(delimiter: str) -> int:
-    return csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-
-
-def _delimited_records(path: Path, columns: list[str], delimiter: str) -> Iterator[Record]:
+def _delimited_records(path: Path, delimiter: str) -> Iterator[Record]:
     with _open(path) as handle:
-        reader = csv.reader(handle, delimiter=delimiter, quoting=_quoting(delimiter), strict=True)
         try:
-            next(reader)  # the header
-            start = reader.line_num + 1
-            for row in reader:
-                line, start = start, reader.line_num + 1
-                if not any(field.strip() for field in row):
-                    continue  # blank line
-                if len(row) != len(columns):
-                    raise NosinkError(
-                        f"{path}, line {line}: expected {len(columns)} fields ({', '.join(columns)}), got {len(row)}"
-                    )
-                yield line, dict(zip(columns, row, strict=True))
-        except csv.Error as error:
-            raise NosinkError(f"{path}, line {reader.line_num}: malformed row ({error})") from None
-        except UnicodeDecodeError as error:
-            raise NosinkError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+            yield from tables.delimited_rows(handle, str(path), delimiter=delimiter)
+        except UnicodeDecodeError:
+            raise tables.not_utf8(path) from None
 
 
 def _jsonl_columns(path: Path) -> list[str]:
@@ -366,16 +351,10 @@ def _jsonl_columns(path: Path) -> list[str]:
 
 def _jsonl_records(path: Path) -> Iterator[Record]:
     with _open(path) as handle:
-        for line, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as error:
-                raise NosinkError(f"{path}, line {line}: not a JSON object ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise NosinkError(f"{path}, line {line}: expected a JSON object, got {type(record).__name__}")
-            yield line, record
+        try:
+            yield from tables.jsonl_rows(handle, str(path))
+        except UnicodeDecodeError:
+            raise tables.not_utf8(path) from None
 
 
 def _semicolon_records(path: Path) -> Iterator[Record]:
