@@ -12,7 +12,14 @@ import warnings
 from collections.abc import Callable
 
 from nosink import __version__
-from nosink.cli_args import MODEL_HELP, add_threads_option, check_model_path, format_table, positive_int
+from nosink.cli_args import (
+    MAX_LENGTH_HELP,
+    MODEL_HELP,
+    add_threads_option,
+    check_model_path,
+    format_table,
+    positive_int,
+)
 from nosink.corpus.commands import add_commands as add_corpus_commands
 from nosink.encoder import DTYPE_CHOICES
 from nosink.errors import NosinkError
@@ -137,7 +144,7 @@ def _add_encode(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-tokens-per-batch", type=positive_int, metavar="N", help=budget)
     packing = "pack short texts several to a row, each attending only to itself (same vectors, less padding)"
     parser.add_argument("--packing", action="store_true", help=packing)
-    parser.add_argument("--max-length", type=positive_int, default=512, metavar="N", help="default: %(default)s")
+    parser.add_argument("--max-length", type=positive_int, metavar="N", help=MAX_LENGTH_HELP)
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="default: %(default)s")
     parser.add_argument("--device", metavar="D", help="e.g. cpu, cuda, cuda:1 (default: cuda when available)")
     add_threads_option(parser)

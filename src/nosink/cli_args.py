@@ -9,6 +9,7 @@ from pathlib import Path
 from nosink.errors import NosinkError
 
 MODEL_HELP = "hub name, local model folder, or .gguf file"
+MAX_LENGTH_HELP = "tokens per text (default: 512, or the model's position limit when smaller; capped at that limit)"
 SubparserFactory = Callable[..., argparse.ArgumentParser]  # cli._subparser: how command modules add a command
 
 

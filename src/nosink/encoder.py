@@ -23,6 +23,7 @@ from nosink.pooling import Pooling, pool
 from nosink.runner import run_schedule
 
 DEFAULT_BATCH_SIZE = 32
+DEFAULT_MAX_LENGTH = 512
 PROGRESS_BAR_MIN_TEXTS = 256
 R = TypeVar("R")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -58,7 +59,7 @@ class Encoder:
         *,
         plan: Plan | str = "baseline",
         pooling: Pooling | str = "mean",
-        max_length: int = 512,
+        max_length: int | None = None,
     ) -> None:
         if not isinstance(model, nn.Module) or not hasattr(model, "config"):
             raise NosinkError(f"model must be a transformers model, got {type(model).__name__}")
@@ -71,9 +72,7 @@ class Encoder:
         self.plan = Plan.coerce(plan)
         self.schedule = self.plan.resolve(self.num_layers)
         self.pooling = Pooling.coerce(pooling)
-        if not isinstance(max_length, int) or max_length < 1:
-            raise NosinkError(f"max_length must be a positive integer, got {max_length!r}")
-        self.max_length = max_length
+        self.max_length = effective_max_length(max_length, self.base.config)
 
     # ---------------------------------------------------------------- construction
 
@@ -86,14 +85,16 @@ class Encoder:
         pooling: Pooling | str = "mean",
         dtype: torch.dtype | str = "auto",
         device: torch.device | str | None = None,
-        max_length: int = 512,
+        max_length: int | None = None,
         **model_kwargs: Any,
     ) -> Encoder:
         """Load a decoder (hub name, local folder or ``.gguf`` file) without its LM head.
 
         ``dtype="auto"`` is float32 on CPU and bfloat16 on CUDA (float16 where bf16 is not
-        supported). A GGUF file is dequantised into that dtype, and its tokenizer is read from the
-        same file (needs ``nosink[gguf]``). Extra keyword arguments go to ``AutoModel.from_pretrained``.
+        supported). ``max_length`` is in tokens: by default 512, or the model's position limit when
+        that is smaller; a larger value is capped at that limit, with a warning. A GGUF file is
+        dequantised into that dtype, and its tokenizer is read from the same file (needs
+        ``nosink[gguf]``). Extra keyword arguments go to ``AutoModel.from_pretrained``.
         """
         from transformers import AutoModel
 
@@ -121,7 +122,7 @@ class Encoder:
         *,
         plan: Plan | str = "baseline",
         pooling: Pooling | str = "mean",
-        max_length: int = 512,
+        max_length: int | None = None,
     ) -> Encoder:
         """Wrap an already-loaded model (a ``*ForCausalLM`` chat model included), sharing its weights."""
         return cls(model, tokenizer, plan=plan, pooling=pooling, max_length=max_length)
@@ -184,12 +185,20 @@ class Encoder:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2:
             raise NosinkError("input_ids must be a [batch, tokens] tensor")
+        if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
+            raise NosinkError(f"input_ids must hold integer token ids, got {input_ids.dtype}")
+        vocab = self.base.get_input_embeddings().num_embeddings
+        if input_ids.numel() and not (int(input_ids.min()) >= 0 and int(input_ids.max()) < vocab):
+            low, high = int(input_ids.min()), int(input_ids.max())
+            raise NosinkError(f"input_ids must be in [0, {vocab}) (the vocabulary), got values in [{low}, {high}]")
+        limit = position_limit(self.base.config)
+        if limit is not None and input_ids.shape[1] > limit:
+            raise NosinkError(f"input_ids has {input_ids.shape[1]} tokens, more than the model's {limit} positions")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        if attention_mask.shape != input_ids.shape:
-            raise NosinkError(
-                f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}"
-            )
+        if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
+            shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else attention_mask
+            raise NosinkError(f"attention_mask {shape} must be a tensor matching input_ids {tuple(input_ids.shape)}")
         if not bool(attention_mask.bool().any(-1).all()):
             raise NosinkError("every row needs at least one real token (attention_mask all zero in a row)")
         return input_ids.to(self.device), attention_mask.to(self.device)
@@ -353,6 +362,33 @@ class Encoder:
         return run_schedule(
             self.base, self.family, self.schedule, batch.input_ids, batch.attention_mask, segment_ids=batch.segment_ids
         )
+
+
+def position_limit(config: Any) -> int | None:
+    """How many positions the model was built or trained for (``max_position_embeddings``, GPT-2's ``n_positions``)."""
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return limit if isinstance(limit, int) and limit > 0 else None
+
+
+def effective_max_length(max_length: int | None, config: Any, *, warn: bool = True) -> int:
+    """The token limit per text: ``max_length`` (default 512) capped at the model's positions, with a warning.
+
+    Past its positions a model with learned position embeddings fails (GPT-2: an IndexError) and a
+    RoPE model extrapolates to positions it never saw, so a larger request is capped, not obeyed.
+    """
+    limit = position_limit(config)
+    if max_length is None:
+        return min(DEFAULT_MAX_LENGTH, limit or DEFAULT_MAX_LENGTH)
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
+        raise NosinkError(f"max_length must be a positive integer, got {max_length!r}")
+    if limit is not None and max_length > limit:
+        if warn:
+            warnings.warn(
+                f"max_length={max_length} is more than the model's {limit} positions; texts are cut at {limit} tokens",
+                stacklevel=3,
+            )
+        return limit
+    return max_length
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:

@@ -86,7 +86,13 @@ class ModelSource:
             # Dense weights and the model's own attention: where transformers can keep GGUF blocks packed
             # (with kernels on a GPU), it also switches to a fused attention that nosink's masks never reach.
             kwargs.setdefault("quantization_config", GgufConfig(dequantize=True))
-        model = auto_class.from_pretrained(self.path, **self.kwargs(), **kwargs)
+        try:
+            model = auto_class.from_pretrained(self.path, **self.kwargs(), **kwargs)
+        except _damaged_weight_errors() as error:
+            raise NosinkError(
+                f"the weights of {self.name!r} could not be read ({type(error).__name__}: {error}); a weight file is "
+                "truncated or damaged: download or save the model again"
+            ) from None
         if self.is_gguf:
             model.config._name_or_path = self.name  # our own object: records name the file, not its folder
         return model
@@ -110,6 +116,15 @@ class ModelSource:
 
 
 _READ_ERRORS = (ValueError, IndexError, KeyError, TypeError, NotImplementedError)  # what a bad file raises
+
+
+def _damaged_weight_errors() -> tuple[type[BaseException], ...]:
+    """What reading a damaged weight file raises: safetensors' own error; a torch pickle's unpickling errors."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    return (SafetensorError, pickle.UnpicklingError, EOFError)
 
 
 def _gguf_error(name: str, error: BaseException) -> NosinkError:

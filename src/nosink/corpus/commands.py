@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nosink.cli_args import (
+    MAX_LENGTH_HELP,
     MODEL_HELP,
     SubparserFactory,
     add_threads_option,
@@ -45,7 +46,7 @@ def add_commands(commands: argparse._SubParsersAction, make: SubparserFactory) -
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="default: %(default)s")
     parser.add_argument("--device", metavar="D", help="cpu, cuda, cuda:1 … (default: cuda when available)")
     add_threads_option(parser)
-    parser.add_argument("--max-length", type=positive_int, default=512, metavar="N", help="default: %(default)s")
+    parser.add_argument("--max-length", type=positive_int, metavar="N", help=MAX_LENGTH_HELP)
     parser.add_argument("--batch-size", type=positive_int, metavar="N", help="texts per batch (default: 32)")
     parser.add_argument("--max-tokens-per-batch", type=positive_int, metavar="N", help="cap on padded batch tokens")
     parser.add_argument("--instruction", metavar="T", help="task description put before every text")
@@ -110,5 +111,5 @@ def run_embed(args: argparse.Namespace) -> int:
         f"{report.skipped_shards} finished earlier"
     )
     if report.truncated:
-        print(f"warning: {report.truncated} texts were longer than --max-length {args.max_length} and were truncated")
+        print(f"warning: {report.truncated} texts were longer than the token limit and were truncated")
     return 0

@@ -36,7 +36,7 @@ from nosink.corpus.shards import (
     write_json_atomic,
     write_shard,
 )
-from nosink.encoder import Encoder, resolve_device, resolve_dtype
+from nosink.encoder import Encoder, effective_max_length, resolve_device, resolve_dtype
 from nosink.errors import Choice, NosinkError
 from nosink.plan import Plan
 from nosink.pooling import Pooling
@@ -65,7 +65,7 @@ class EncoderSpec:
     pooling: str = "mean"
     dtype: str = "auto"
     device: str | None = None
-    max_length: int = 512
+    max_length: int | None = None  # None: 512, or the model's position limit when smaller
 
     def load(self) -> Encoder:
         return Encoder.from_pretrained(
@@ -111,14 +111,15 @@ class EncoderSpec:
         """The fields that decide the vectors, as written in the manifest (``encoder`` section)."""
         from nosink.loading import ModelSource
 
+        config = ModelSource.parse(self.model).load_config()
         dtype = resolve_dtype(self.dtype, resolve_device(self.device))
         return {
             "model": _model_id(self.model),
             "plan": str(Plan.coerce(self.plan)),
             "pooling": Pooling.coerce(self.pooling).value,
             "dtype": str(dtype).removeprefix("torch."),
-            "max_length": self.max_length,
-            "dimension": int(ModelSource.parse(self.model).load_config().hidden_size),
+            "max_length": effective_max_length(self.max_length, config, warn=False),
+            "dimension": int(config.hidden_size),
         }
 
 

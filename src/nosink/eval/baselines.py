@@ -31,7 +31,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from nosink.encoder import DEFAULT_BATCH_SIZE, PROGRESS_BAR_MIN_TEXTS, Encoder, resolve_device, resolve_dtype
+from nosink.encoder import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_LENGTH,
+    PROGRESS_BAR_MIN_TEXTS,
+    Encoder,
+    resolve_device,
+    resolve_dtype,
+)
 from nosink.errors import Choice, NosinkError, check_positive
 from nosink.inputs import INSTRUCTION_TEMPLATE, check_texts
 from nosink.plan import Plan
@@ -453,7 +460,7 @@ def load_embedder(
     pooling: str | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | str = "auto",
-    max_length: int = 512,
+    max_length: int | None = None,
 ) -> Embedder:
     """Load an embedder from a spec string: the one entry point for the CLI.
 
@@ -466,7 +473,8 @@ def load_embedder(
             (default) or ``cls``; st: not allowed (the model's own Pooling module decides).
         device: Where to run; default CUDA if available, else CPU.
         dtype: ``auto`` (float32 on CPU, bfloat16/float16 on CUDA), ``float32``, ``bfloat16``, ``float16``.
-        max_length: Truncate texts at this many tokens (for st/hf: or at the model's own limit).
+        max_length: Truncate texts at this many tokens (capped at the model's own limit); default 512
+            (for st: the model's own ``max_seq_length``).
 
     Returns:
         An object with ``encode(texts, *, instruction=None, batch_size=None, normalize=False, ...)``.
@@ -494,7 +502,7 @@ def load_embedder(
         pooling=pooling if pooling is not None else HFPooling.MEAN,
         device=device,
         dtype=dtype,
-        max_length=max_length,
+        max_length=max_length if max_length is not None else DEFAULT_MAX_LENGTH,
     )
 
 

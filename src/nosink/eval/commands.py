@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nosink.cli_args import MODEL_HELP, SubparserFactory, add_threads_option
+from nosink.cli_args import MAX_LENGTH_HELP, MODEL_HELP, SubparserFactory, add_threads_option, positive_int
 from nosink.encoder import DTYPE_CHOICES
 from nosink.errors import NosinkError
 from nosink.plan import Plan
@@ -91,7 +91,7 @@ def _model_options(parser: argparse.ArgumentParser, *, baselines: bool = True, p
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
     parser.add_argument("--device", metavar="D", help="cpu, cuda, cuda:1 … (default: cuda when available)")
     add_threads_option(parser)
-    parser.add_argument("--max-length", type=int, default=512, metavar="N", help="tokens per text (default: 512)")
+    parser.add_argument("--max-length", type=positive_int, metavar="N", help=MAX_LENGTH_HELP)
     parser.add_argument("--batch-size", type=int, metavar="N", help="texts per batch (default: 32)")
     parser.add_argument("--record", metavar="PATH", help="run record JSON (default: results/<task>-<time>.json)")
 

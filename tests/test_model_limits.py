@@ -1,0 +1,129 @@
+"""What a model cannot take is refused or capped with a message, never a traceback (issue 13, item 15).
+
+- ``max_length`` above the model's positions is capped at them, with a warning (a GPT-2 with 16
+  positions used to raise IndexError; a Llama extrapolated silently past its trained positions);
+- a damaged ``model.safetensors`` is one ``error:`` line;
+- ``hidden_states`` with out-of-vocabulary, negative or float ids is a NosinkError, not an IndexError.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import VOCAB, tiny_model, tiny_tokenizer
+
+from nosink import Encoder
+from nosink.cli import main
+from nosink.errors import NosinkError
+
+LONG_TEXT = " ".join(["the cat sat on the mat and looked at the dog"] * 6)  # far more than 16 tokens
+
+
+def _save(folder: Path, family: str, **config: int) -> Path:
+    model = tiny_model(family)
+    for name, value in config.items():
+        setattr(model.config, name, value)
+    model.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gpt2_16(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A GPT-2 that has 16 learned positions (its position table is built with 16 rows)."""
+    model = tiny_model("gpt2")
+    config = model.config
+    config.n_positions = 16
+    folder = tmp_path_factory.mktemp("gpt2-16")
+    type(model)(config).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def test_gpt2_max_length_above_its_positions_is_capped_with_a_warning(gpt2_16: Path) -> None:
+    with pytest.warns(UserWarning, match="max_length=64 is more than the model's 16 positions"):
+        capped = Encoder.from_pretrained(str(gpt2_16), max_length=64)
+    assert capped.max_length == 16
+    exact = Encoder.from_pretrained(str(gpt2_16), max_length=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the truncation warning
+        np.testing.assert_allclose(capped.encode([LONG_TEXT]), exact.encode([LONG_TEXT]), atol=1e-6, rtol=0)
+
+
+def test_default_max_length_is_512_or_the_positions_without_a_warning(gpt2_16: Path, tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Encoder.from_pretrained(str(gpt2_16)).max_length == 16
+        llama = _save(tmp_path / "llama", "llama", max_position_embeddings=1024)
+        assert Encoder.from_pretrained(str(llama)).max_length == 512
+
+
+def test_llama_past_its_trained_positions_is_capped(tmp_path: Path) -> None:
+    folder = _save(tmp_path / "llama", "llama", max_position_embeddings=32)
+    with pytest.warns(UserWarning, match="more than the model's 32 positions"):
+        assert Encoder.from_pretrained(str(folder), max_length=100).max_length == 32
+
+
+def test_cli_max_length_above_positions_warns_and_writes(
+    gpt2_16: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "t.txt"
+    source.write_text(LONG_TEXT + "\n", encoding="utf-8")
+    code = main(["encode", "--model", str(gpt2_16), "--max-length", "64", str(source), "-o", str(tmp_path / "o.npy")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert "16 positions" in err
+    assert np.load(tmp_path / "o.npy").shape == (1, 32)
+
+
+def test_damaged_safetensors_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _save(tmp_path / "m", "llama")
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[:8] = (1 << 40).to_bytes(8, "little")  # a header length far beyond the file
+    weights.write_bytes(bytes(data))
+    capsys.readouterr()  # the progress bar of saving the model
+    source = tmp_path / "t.txt"
+    source.write_text("a cat\n", encoding="utf-8")
+    code = main(["encode", "--model", str(folder), str(source), "-o", str(tmp_path / "o.npy")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: the weights of")
+    assert "could not be read" in err and "truncated or damaged" in err
+
+
+def test_truncated_safetensors_is_a_nosink_error(tmp_path: Path) -> None:
+    folder = _save(tmp_path / "m", "llama")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(NosinkError, match="truncated or damaged"):
+        Encoder.from_pretrained(str(folder))
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        (torch.tensor([[1, VOCAB]]), rf"must be in \[0, {VOCAB}\)"),
+        (torch.tensor([[1, -1]]), rf"must be in \[0, {VOCAB}\)"),
+        (torch.tensor([[1.0, 2.0]]), "integer token ids, got torch.float32"),
+        (torch.tensor([[True, False]]), "integer token ids, got torch.bool"),
+        (torch.ones(1, 200, dtype=torch.long), "200 tokens, more than the model's 128 positions"),
+    ],
+)
+def test_hidden_states_refuses_ids_the_model_cannot_take(ids: torch.Tensor, message: str) -> None:
+    encoder = Encoder.from_model(tiny_model("gpt2"), tiny_tokenizer())
+    with pytest.raises(NosinkError, match=message):
+        encoder.hidden_states(ids)
+
+
+def test_hidden_states_refuses_a_mask_that_is_not_a_tensor() -> None:
+    encoder = Encoder.from_model(tiny_model("llama"), tiny_tokenizer())
+    with pytest.raises(NosinkError, match="must be a tensor matching input_ids"):
+        encoder.hidden_states(torch.tensor([[1, 2]]), [[1, 1]])  # type: ignore[arg-type]
