@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -169,6 +170,9 @@ def test_classification_scores_on_separable_features() -> None:
     x = np.stack([centers[label] + rng.normal(size=8) for label in labels])
     scores = classification_scores(x[::2], labels[::2], x[1::2], labels[1::2], n_experiments=4)
     assert scores["accuracy"] == 1.0 and scores["f1_macro"] == 1.0 and scores["accuracy_std"] == 0.0
+    # Counts are ints, so that a record says "experiments": 4, not 4.0 (issue 13, item 16).
+    assert type(scores["experiments"]) is int and type(scores["train_per_experiment"]) is int
+    assert '"experiments": 4' in json.dumps(scores) and '"train_per_experiment": 24' in json.dumps(scores)
     with pytest.raises(NosinkError, match="one row per label"):
         classification_scores(x, labels[:-1], x, labels)
 

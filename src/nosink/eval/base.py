@@ -47,6 +47,6 @@ class TaskResult:
     """The outcome of one evaluation: metric name → value, plus sizes and timings (seconds)."""
 
     task: str
-    metrics: dict[str, float]
+    metrics: dict[str, float | int]
     sizes: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)

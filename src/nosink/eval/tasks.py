@@ -171,7 +171,7 @@ def classification_scores(
     samples_per_label: int | None = MTEB_SAMPLES_PER_LABEL,
     seed: int = MTEB_SEED,
     max_iter: int = MTEB_MAX_ITER,
-) -> dict[str, float]:
+) -> dict[str, float | int]:
     """MTEB's classification protocol on precomputed embeddings.
 
     Mirrors ``mteb.abstasks.classification.AbsTaskClassification`` (mteb 2.x, defaults
@@ -213,9 +213,15 @@ def classification_scores(
     ]
     scores = {key: float(np.mean([run[key] for run in runs])) for key in runs[0]}
     scores["accuracy_std"] = float(np.std([run["accuracy"] for run in runs]))
-    scores["experiments"] = float(len(runs))
-    scores["train_per_experiment"] = float(np.mean([len(chosen) for chosen in selections]))
-    return scores
+    counts = {
+        "experiments": len(runs),  # counts stay ints, so that records say 10, not 10.0
+        "train_per_experiment": _int_if_whole(float(np.mean([len(chosen) for chosen in selections]))),
+    }
+    return scores | counts
+
+
+def _int_if_whole(value: float) -> int | float:
+    return int(value) if value.is_integer() else value
 
 
 def evaluate_classification(

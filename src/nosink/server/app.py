@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -95,6 +96,7 @@ def create_app(encoder: Encoder, settings: ServerSettings) -> FastAPI:
         wait_s=settings.batch_wait_ms / 1000,
         max_queued_tokens=settings.max_queued_tokens,
         observe=metrics.observe_batch,
+        observe_drop=metrics.observe_drop,
     )
     service = EmbeddingService(encoder, settings, batcher)
 
@@ -323,7 +325,8 @@ def _install_routes(app: FastAPI, service: EmbeddingService, metrics: ServerMetr
 
 def _install_middleware(app: FastAPI, settings: ServerSettings, metrics: ServerMetrics, batcher: MicroBatcher) -> None:
     keys = [key.encode() for key in settings.api_keys]
-    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)  # inner: its 413s pass through `guard`
+    # inner: its 413s, 408s and 499s pass through `guard`, which counts them
+    app.add_middleware(_BodyGuard, limit=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -366,33 +369,104 @@ def _refused(request: Request, keys: list[bytes], limit: int) -> Response | None
     return None
 
 
-class _BodyLimit:
-    """ASGI middleware: reads the body (chunked ones too) up to ``limit`` bytes; past it, answers 413 at once."""
+class _BodyTooLarge(Exception):
+    """The body grew past the limit while it was read."""
 
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
+
+@dataclass
+class _Exchange:
+    """What the watcher of one request needs to know: whether its answer has started, whether the client left."""
+
+    started: bool = False
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _BodyGuard:
+    """ASGI middleware: reads the whole body first, then runs the request while it watches the client.
+
+    The body (chunked ones too) must stay within ``limit`` bytes (413 at once past it) and arrive within
+    ``timeout_s`` seconds of the headers (408 at once past it, and the connection is closed). A client that
+    goes away before its answer starts has its request cancelled: its inputs leave the batcher's queue. It is
+    answered, and counted, as 499 (nginx's "client closed request"), although nothing reaches it.
+    """
+
+    def __init__(self, app: Any, *, limit: int, timeout_s: float) -> None:
+        self.app, self.limit, self.timeout_s = app, limit, timeout_s
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        try:
+            messages = await self._read_body(receive)
+        except _BodyTooLarge:
+            response = _error(413, f"the request body is larger than {self.limit} bytes")
+        except asyncio.TimeoutError:  # Python 3.10: not the builtin TimeoutError
+            message = f"the request body did not arrive within {self.timeout_s:g} s"
+            response = _error(408, message, headers={"Connection": "close"})
+        else:
+            if messages[-1]["type"] == "http.disconnect":
+                response = _client_gone()
+            else:
+                await self._run_watched(scope, messages, receive, send)
+                return
+        await response(scope, receive, send)
+
+    async def _read_body(self, receive: Callable) -> list[dict]:
+        """The messages up to the body's last (or a disconnect); _BodyTooLarge or TimeoutError past a limit."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
         messages, size = [], 0
         while True:
-            message = await receive()
+            message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
             messages.append(message)
             size += len(message.get("body", b""))
             if size > self.limit:
-                response = _error(413, f"the request body is larger than {self.limit} bytes")
-                await response(scope, receive, send)
-                return
+                raise _BodyTooLarge
             if message["type"] != "http.request" or not message.get("more_body", False):
-                break
-        replay = iter(messages)
+                return messages
 
-        async def buffered_receive() -> dict:
-            return next(replay, None) or await receive()
+    async def _run_watched(self, scope: dict, messages: list[dict], receive: Callable, send: Callable) -> None:
+        """Run the application on the read body; cancel it (and answer 499) if the client leaves before its answer."""
+        exchange, replay = _Exchange(), iter(messages)
 
-        await self.app(scope, buffered_receive, send)
+        async def replayed_receive() -> dict:
+            message = next(replay, None)
+            if message is not None:
+                return message
+            await exchange.gone.wait()  # after the body, the only message left is the disconnect
+            return {"type": "http.disconnect"}
+
+        async def watched_send(message: dict) -> None:
+            exchange.started = True
+            await send(message)
+
+        request = asyncio.ensure_future(self.app(scope, replayed_receive, watched_send))
+        watcher = asyncio.ensure_future(_watch(receive, request, exchange))
+        try:
+            await asyncio.wait({request})
+        except asyncio.CancelledError:  # this request itself is cancelled (shutdown): so is the application
+            request.cancel()
+            raise
+        finally:
+            watcher.cancel()
+        if request.cancelled():  # only the watcher cancels it
+            await _client_gone()(scope, receive, send)
+            return
+        request.result()  # the application's own exception, if any, goes on to `guard`
+
+
+async def _watch(receive: Callable, request: asyncio.Task, exchange: _Exchange) -> None:
+    """Wait for the client's disconnect; cancel ``request`` if no answer has started by then."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        exchange.gone.set()
+        if not exchange.started:
+            request.cancel()
+
+
+def _client_gone() -> JSONResponse:
+    return _error(499, "the client closed the connection before its answer", "client_closed")
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error", headers=None) -> JSONResponse:

@@ -10,7 +10,7 @@ _TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
 
 
 class ServerMetrics:
-    """Requests and errors by route and code, latency, batch sizes and tokens, queue depth."""
+    """Requests and errors by route and code, latency, batch sizes and tokens, queue depth, dropped inputs."""
 
     content_type = CONTENT_TYPE_LATEST
 
@@ -35,6 +35,11 @@ class ServerMetrics:
         self.model_seconds = Counter("nosink_model_seconds", "time the model spent on batches", registry=self.registry)
         self.queue_rows = Gauge("nosink_queue_inputs", "inputs waiting for the model", registry=self.registry)
         self.queue_tokens = Gauge("nosink_queue_tokens", "tokens waiting for the model", registry=self.registry)
+        self.dropped_inputs = Counter(
+            "nosink_dropped_inputs",
+            "inputs of requests whose client went away, dropped before any model call",
+            registry=self.registry,
+        )
 
     def observe_request(self, route: str, code: int, seconds: float) -> None:
         self.requests.labels(route, str(code)).inc()
@@ -46,6 +51,9 @@ class ServerMetrics:
         self.batch_size.observe(rows)
         self.batch_tokens.observe(tokens)
         self.model_seconds.inc(seconds)
+
+    def observe_drop(self, rows: int) -> None:
+        self.dropped_inputs.inc(rows)
 
     def set_queue(self, rows: int, tokens: int) -> None:
         self.queue_rows.set(rows)

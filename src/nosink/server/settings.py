@@ -44,6 +44,16 @@ class ServerSettings(BaseSettings):
     max_queued_tokens: int = Field(262144, ge=1, description="tokens waiting for the model before new work is refused")
     overload_status: Literal[429, 503] = Field(429, description="status when the queue is full")
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with the overload status")
+    max_connections: int = Field(
+        1000, ge=1, description="open connections served at once (at most the open-file limit - 64); one more: 503"
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="seconds a connection has to send a request's headers (then 408 and closed)"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="seconds a request has for its whole body after its headers (then 408 and closed)"
+    )
+    keep_alive_timeout_s: float = Field(5.0, gt=0, description="seconds an idle connection stays open between requests")
     graceful_timeout_s: float = Field(30.0, ge=0, description="how long shutdown waits for in-flight requests")
     torch_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads (default: torch's); on a small CPU box, leave a core for HTTP"
