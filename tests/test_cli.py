@@ -90,7 +90,7 @@ def test_jsonl_input_to_jsonl_and_parquet_keeps_ids_and_values(tmp_path: Path, e
     assert encode(source, "-o", tmp_path / "out.parquet") == 0
     table = pq.read_table(tmp_path / "out.parquet")
     assert str(table.schema.field("index").type) == "int64"
-    assert str(table.schema.field("embedding").type) == "list<element: float>"  # list<float32>
+    assert str(table.schema.field("embedding").type) == "fixed_size_list<element: float>[64]"  # as corpus shards
     assert table.column("index").to_pylist() == [0, 1, 2]
     assert table.column("id").to_pylist() == ["doc0", "doc1", "doc2"]
     embeddings = np.array(table.column("embedding").to_pylist(), np.float32)

@@ -456,7 +456,7 @@ def test_a_failed_new_job_leaves_nothing_so_the_corrected_command_runs(
 def test_a_manifest_write_that_fails_leaves_no_temporary_file(tmp_path: Path, encoder: Encoder, monkeypatch) -> None:
     """Before: a full disk while the first manifest was written left .manifest.json.tmp-PID behind (the write was not
     fsynced, and its failure not cleaned up), and the folder was refused afterwards."""
-    from nosink.corpus import shards
+    from nosink import outputs
 
     path = write_jsonl(tmp_path / "c.jsonl", make_texts(12, seed=8))
     calls = []
@@ -465,7 +465,7 @@ def test_a_manifest_write_that_fails_leaves_no_temporary_file(tmp_path: Path, en
         calls.append(descriptor)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(shards.os, "fsync", full_disk)
+    monkeypatch.setattr(outputs.os, "fsync", full_disk)
     with pytest.raises(OSError, match="No space left"):
         embed_corpus(encoder, CorpusSource.open(path), tmp_path / "out", shard_size=10, show_progress_bar=False)
     monkeypatch.undo()

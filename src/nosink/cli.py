@@ -10,6 +10,7 @@ import json
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 from nosink import __version__
 from nosink.cli_args import (
@@ -214,9 +215,12 @@ def run_encode(args: argparse.Namespace) -> int:
         packing=args.packing,
         show_progress_bar=None,
     )
+    replaced = Path(args.output).exists()
     write_embeddings(args.output, embeddings, ids=inputs.ids)
     n, dim = embeddings.shape
     print(f"wrote {n} embeddings of dim {dim} to {args.output} (plan {encoder.plan})", file=sys.stderr)
+    if replaced:
+        print(f"note: replaced the earlier {args.output}", file=sys.stderr)
     return 0
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from nosink import tables
 from nosink.errors import NosinkError
+from nosink.outputs import atomic_file, check_file_target
 
 STDIN = "-"
 INPUT_FORMATS = ("auto", "lines", "jsonl", "csv", "tsv", "parquet")
@@ -160,6 +161,7 @@ def check_output(path: str) -> None:
         raise NosinkError(f"unknown output extension {target.suffix or '(none)'!r}; use {', '.join(OUTPUT_SUFFIXES)}")
     if not target.parent.is_dir():
         raise NosinkError(f"output folder {str(target.parent)!r} does not exist")
+    check_file_target(target, flag="-o")
     if suffix == ".parquet":
         _pyarrow()
 
@@ -168,23 +170,24 @@ def write_embeddings(path: str, embeddings: np.ndarray, *, ids: dict[int, Any] |
     """Write ``embeddings`` [N, D] to ``path`` in the format its extension names.
 
     Args:
-        path: Ends in ``.npy``, ``.jsonl`` or ``.parquet``.
+        path: Ends in ``.npy``, ``.jsonl`` or ``.parquet``; written atomically (an existing file is replaced).
         embeddings: A float32 array [N, D].
         ids: The input ``"id"`` of each row that had one, by row index; copied to jsonl/parquet.
     """
     check_output(path)
     ids = ids or {}
     suffix = Path(path).suffix.lower()
-    if suffix == ".npy":
-        with open(path, "wb") as file:  # a handle, so that np.save never appends ".npy" itself
-            np.save(file, embeddings)
-    elif suffix == ".jsonl":
-        _write_jsonl(path, embeddings, ids)
-    else:
-        _write_parquet(path, embeddings, ids)
+    with atomic_file(path) as temporary:  # an existing file is replaced whole, never left half-written
+        if suffix == ".npy":
+            with open(temporary, "wb") as file:  # a handle, so that np.save never appends ".npy" itself
+                np.save(file, embeddings)
+        elif suffix == ".jsonl":
+            _write_jsonl(temporary, embeddings, ids)
+        else:
+            _write_parquet(temporary, embeddings, ids)
 
 
-def _write_jsonl(path: str, embeddings: np.ndarray, ids: dict[int, Any]) -> None:
+def _write_jsonl(path: Path, embeddings: np.ndarray, ids: dict[int, Any]) -> None:
     with open(path, "w", encoding="utf-8") as file:
         for index, row in enumerate(embeddings):
             record: dict[str, Any] = {"index": index}
@@ -194,10 +197,9 @@ def _write_jsonl(path: str, embeddings: np.ndarray, ids: dict[int, Any]) -> None
             file.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def _write_parquet(path: str, embeddings: np.ndarray, ids: dict[int, Any]) -> None:
+def _write_parquet(path: Path, embeddings: np.ndarray, ids: dict[int, Any]) -> None:
     pa, pq = _pyarrow()
     n, dim = embeddings.shape
-    offsets = pa.array(np.arange(0, n * dim + 1, dim, dtype=np.int32))  # [N + 1]
     values = pa.array(np.ascontiguousarray(embeddings, dtype=np.float32).reshape(-1))  # [N * D]
     columns = {"index": pa.array(np.arange(n, dtype=np.int64))}
     if ids:
@@ -205,7 +207,7 @@ def _write_parquet(path: str, embeddings: np.ndarray, ids: dict[int, Any]) -> No
             columns["id"] = pa.array([ids.get(i) for i in range(n)])
         except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
             raise NosinkError(f'the "id" values cannot form one parquet column ({error}); give them one type') from None
-    columns["embedding"] = pa.ListArray.from_arrays(offsets, values)
+    columns["embedding"] = pa.FixedSizeListArray.from_arrays(values, dim)  # [N] lists of D, as corpus shards
     pq.write_table(pa.table(columns), path)
 
 

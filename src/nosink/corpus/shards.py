@@ -10,7 +10,6 @@ so a shard file either exists complete (it was renamed into place) or not at all
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from nosink import tables
 from nosink.errors import NosinkError
+from nosink.outputs import atomic_file, write_text_atomic
 
 MANIFEST = "manifest.json"
 SHARDS = "shards"
@@ -93,16 +93,7 @@ def _json_kind(value: Any) -> str:
 def write_json_atomic(path: Path, value: dict[str, Any]) -> None:
     """Write JSON to ``path`` atomically and durably (temporary file, fsync, rename): readers see the old file or the
     new one, never half of one, and a failed write (a full disk) leaves no temporary file behind."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def write_shard(out_dir: str | Path, shard: Shard) -> Path:
@@ -120,11 +111,8 @@ def write_shard(out_dir: str | Path, shard: Shard) -> Path:
         columns["text"] = pa.array(shard.texts, type=pa.string())
     path = shard_path(out_dir, shard.index)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pa.parquet.write_table(pa.table(columns), temporary)
-    with open(temporary, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    with atomic_file(path) as temporary:
+        pa.parquet.write_table(pa.table(columns), temporary)
     return path
 
 

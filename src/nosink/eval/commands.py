@@ -13,9 +13,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nosink.cli_args import MAX_LENGTH_HELP, MODEL_HELP, SubparserFactory, add_threads_option, positive_int
+from nosink.cli_args import (
+    MAX_LENGTH_HELP,
+    MODEL_HELP,
+    SubparserFactory,
+    add_threads_option,
+    positive_float,
+    positive_int,
+)
 from nosink.encoder import DTYPE_CHOICES
 from nosink.errors import NosinkError
+from nosink.outputs import check_file_target, check_folder_target, write_text_atomic
 from nosink.plan import Plan
 from nosink.pooling import Pooling
 
@@ -183,7 +191,9 @@ def _add_attention_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens", type=int, default=16, metavar="T", help="crop length (default: %(default)s)")
     parser.add_argument("--max-texts", type=int, default=64, metavar="N")
     parser.add_argument("--detect", action="store_true", help="list the attention-sink layers")
-    parser.add_argument("--threshold", type=float, default=2.0, help="sink = score >= threshold x uniform")
+    parser.add_argument(
+        "--threshold", type=positive_float, default=2.0, help="sink = score >= threshold x uniform (default: 2.0)"
+    )
     parser.add_argument("--out", default="attention", metavar="DIR", help="folder for the PNGs and sinks.json")
 
 
@@ -194,6 +204,7 @@ def run_eval_sts(args: argparse.Namespace) -> int:
     from nosink.eval.data import load_pairs
     from nosink.eval.tasks import evaluate_sts
 
+    _check_outputs(args)  # before any work: a bad output path fails now, not after the run
     data = load_pairs(args.data, text_a=args.text_a, text_b=args.text_b, score=args.score, limit=args.limit)
     embedder = _embedder(args)
     instruction = None if args.no_instruction else args.instruction
@@ -205,6 +216,7 @@ def run_eval_classification(args: argparse.Namespace) -> int:
     from nosink.eval.data import load_labeled
     from nosink.eval.tasks import evaluate_classification
 
+    _check_outputs(args)  # before any work: a bad output path fails now, not after the run
     train = load_labeled(args.train, text=args.text, label=args.label, limit=args.limit)
     test = load_labeled(args.test, text=args.text, label=args.label, limit=args.limit)
     embedder = _embedder(args)
@@ -221,6 +233,7 @@ def run_eval_domain(args: argparse.Namespace) -> int:
     from nosink.eval.data import load_labeled
     from nosink.eval.tasks import evaluate_domain
 
+    _check_outputs(args)  # before any work: a bad output path fails now, not after the run
     data = load_labeled(args.data, text=args.text, label=args.label, limit=args.limit)
     embedder = _embedder(args)
     settings = {"smote": not args.no_smote, "test_size": args.test_size, "seed": args.seed}
@@ -232,6 +245,7 @@ def run_eval_ner(args: argparse.Namespace) -> int:
     from nosink.eval.data import load_conll
     from nosink.eval.ner import ner_probe
 
+    _check_outputs(args)  # before any work: a bad output path fails now, not after the run
     train = load_conll(args.train, strip_prefix=args.strip_prefix, limit=args.limit)
     test = load_conll(args.test, strip_prefix=args.strip_prefix, limit=args.limit)
     embedder = _embedder(args)
@@ -243,6 +257,7 @@ def run_eval_ner(args: argparse.Namespace) -> int:
 def run_eval_mteb(args: argparse.Namespace) -> int:
     from nosink.eval.mteb_adapter import check_hub_reachable, run_mteb
 
+    _check_outputs(args)  # before any work: a bad output path fails now, not after the run
     tasks = args.tasks if args.tasks == "paper15" else [t.strip() for t in args.tasks.split(",") if t.strip()]
     check_hub_reachable()  # fail at once, before loading any model
     embedder = _embedder(args)
@@ -256,6 +271,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     from nosink.eval.sweep import check_family, plot_sweep
     from nosink.eval.sweep import run_sweep as sweep
 
+    _check_outputs(args)  # before any work: a bad output path fails now, not after the run
     for family in args.family:
         check_family(family)
     task, files = _sweep_task(args)
@@ -265,13 +281,13 @@ def run_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result.write_csv(out / "sweep.csv")
-    (out / "sweep.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out / "sweep.json", json.dumps(result.to_dict(), indent=2) + "\n")
     plot_sweep(result, out / "sweep.png", title=f"{_name(encoder)}: {task.name} {task.main_metric} vs k")
     for row in result.rows:
         print(f"{row.plan:28s} {row.score:8.3f}")
     print(f"best: {result.best}")
     if args.select:
-        Path(args.select).write_text(result.best + "\n", encoding="utf-8")
+        write_text_atomic(args.select, result.best + "\n")
     metrics = {"best": result.best, "rows": [{"plan": r.plan, "score": r.score} for r in result.rows]}
     _write(args, f"sweep-{task.name}", encoder, metrics, files, {"families": args.family}, result.seconds)
     print(f"wrote {out / 'sweep.csv'}, sweep.json and sweep.png", file=sys.stderr)
@@ -282,23 +298,24 @@ def run_attention(args: argparse.Namespace) -> int:
     from nosink.eval.sink import attention_maps, detect_sinks, plot_attention_grid, plot_sink_scores, sink_scores
     from nosink.io import read_inputs
 
+    _check_outputs(args)  # before any work: a bad output path fails now, not after the run
     texts = read_inputs(args.texts).texts
     plans = [str(Plan.coerce(p)) for p in (args.plan or ["baseline"])]
     encoder = _encoder(args, plan=plans[0])
     maps = {p: attention_maps(encoder.with_plan(p), texts, tokens=args.tokens, max_texts=args.max_texts) for p in plans}
     scores = {plan: sink_scores(m) for plan, m in maps.items()}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    plot_attention_grid(maps, out / "attention.png")
-    plot_sink_scores(scores, out / "sinks.png")
     report: dict[str, Any] = {plan: s.to_json() for plan, s in scores.items()}
-    for plan, plan_scores in scores.items():
+    for plan, plan_scores in scores.items():  # everything is computed before the first file is written
         print(f"plan {plan}\n{plan_scores.as_table()}")
         if args.detect:
             sinks = detect_sinks(plan_scores, threshold=args.threshold)
             report[plan] = {"scores": plan_scores.to_json(), "sink_layers": sinks}
             print(f"sink layers (>= {args.threshold}x uniform): {sinks or 'none'}")
-    (out / "sinks.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_attention_grid(maps, out / "attention.png")
+    plot_sink_scores(scores, out / "sinks.png")
+    write_text_atomic(out / "sinks.json", json.dumps(report, indent=2) + "\n")
     settings = {"plans": plans, "tokens": args.tokens, "max_texts": args.max_texts, "threshold": args.threshold}
     sizes = {"texts": next(iter(maps.values())).n_texts}
     _write(args, "attention", encoder, report, [] if args.texts == "-" else [args.texts], settings, sizes=sizes)
@@ -369,6 +386,20 @@ def _report(args: argparse.Namespace, result: Any, embedder: Any, files: list[st
     _print_json({"task": result.task, **result.metrics})
     _write(args, result.task, embedder, result.metrics, files, settings, result.timings, result.sizes)
     return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """NosinkError for an output that cannot be written: --record (or its default folder), --out, --select."""
+    from nosink.eval.results import DEFAULT_RECORD_FOLDER
+
+    if getattr(args, "record", None):
+        check_file_target(args.record, flag="--record")
+    else:
+        check_folder_target(DEFAULT_RECORD_FOLDER, flag="the run record folder")
+    if getattr(args, "out", None):
+        check_folder_target(args.out, flag="--out")
+    if getattr(args, "select", None):
+        check_file_target(args.select, flag="--select")
 
 
 def _write(

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from nosink.eval.data import file_digest
+from nosink.outputs import write_text_atomic
+
+DEFAULT_RECORD_FOLDER = "results"
 
 _PACKAGES = ("nosink", "torch", "transformers", "numpy", "scikit-learn", "imbalanced-learn", "seqeval", "mteb")
 
@@ -72,11 +75,11 @@ def write_record(record: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_finite(record), indent=2, default=_jsonable, allow_nan=False)  # strict JSON: no NaN
-    path.write_text(text + "\n", encoding="utf-8")
+    write_text_atomic(path, text + "\n")
     return path
 
 
-def default_record_path(task: str, folder: str | Path = "results") -> Path:
+def default_record_path(task: str, folder: str | Path = DEFAULT_RECORD_FOLDER) -> Path:
     """``results/<task>-<UTC timestamp>.json``."""
     return Path(folder) / f"{task}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
 
