@@ -27,7 +27,7 @@ from nosink.eval.data import load_pairs
 from nosink.eval.metrics import cosine_similarities, spearman_x100
 from nosink.inputs import TextTokenizer
 
-TASK = "Retrieve semantically similar text."  # the paper's STS instruction (SPEC §6)
+TASK = "Retrieve semantically similar text."  # the paper's STS instruction (docs/spec.md §6)
 
 
 def separate_rows(encoder: Encoder, texts: list[str]) -> list:

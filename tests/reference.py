@@ -1,8 +1,8 @@
-"""An independent reference for every plan, written from SPEC.md alone.
+"""An independent reference for every plan, written from docs/spec.md alone.
 
 Nothing here imports nosink. Masks are boolean matrices built with two loops over (i, j) from
-the table of SPEC §2; the named configurations are re-derived from SPEC §3; the architectures are
-the equations of SPEC §4; attention is plain eager attention written out by hand (Llama-style and
+the table of docs/spec.md §2; the named configurations are re-derived from docs/spec.md §3; the architectures are
+the equations of docs/spec.md §4; attention is plain eager attention written out by hand (Llama-style and
 GPT-2-style layers), or, for the other families, the model's own decoder layers run one at a time
 in eager mode with the explicit mask. Every row is run alone, without padding, positions 0..n-1.
 """
@@ -14,7 +14,7 @@ import math
 
 import torch
 
-# ------------------------------------------------------------------ SPEC §2: masks
+# ------------------------------------------------------------------ docs/spec.md §2: masks
 
 
 def allowed(pattern: str, m: int, i: int, j: int) -> bool:
@@ -43,7 +43,7 @@ def mask_matrix(pattern: str, m: int, n: int) -> torch.Tensor:
     return torch.tensor([[allowed(pattern, m, i, j) for j in range(n)] for i in range(n)])
 
 
-# ------------------------------------------------------------------ SPEC §3: named configurations
+# ------------------------------------------------------------------ docs/spec.md §3: named configurations
 
 
 def layer_patterns(name: str, num_layers: int, k: int, k0: int = 0, m: int = 0) -> list[tuple[str, int]]:
@@ -137,7 +137,7 @@ def _hf_eager_layer(base):
 
 
 class Reference:
-    """Final-norm states of one unpadded row under a configuration, straight from the SPEC."""
+    """Final-norm states of one unpadded row under a configuration, straight from docs/spec.md."""
 
     def __init__(self, base, *, hand_written: bool) -> None:
         self.base, self.config = base, base.config
@@ -172,7 +172,7 @@ class Reference:
         name, k, L = config["name"], config.get("k", 0), self.num_layers
         causal = ("causal", 0)
         if name in ("inter", "extra", "extend") and k == 0:
-            name = "baseline"  # SPEC §1: k = 0 is the unchanged model
+            name = "baseline"  # docs/spec.md §1: k = 0 is the unchanged model
         if name == "layers":
             patterns = config["patterns"]
         elif name not in ("inter", "extra", "extend"):

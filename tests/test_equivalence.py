@@ -1,4 +1,4 @@
-"""Every configuration equals the independent reference of tests/reference.py (SPEC §2–4)."""
+"""Every configuration equals the independent reference of tests/reference.py (docs/spec.md §2–4)."""
 
 from __future__ import annotations
 

@@ -258,3 +258,46 @@ def test_describe_any_embedder() -> None:
             return np.zeros((len(texts), 3), dtype=np.float32)
 
     assert describe_embedder(Plain())["kind"] == "Plain"
+
+
+# ---------------------------------------------------------------- the CLI's defaults for baselines (issue 13, item 18)
+
+
+SICK = STORIES.parent.parent / "data" / "sick" / "SICK_trial.txt"
+
+
+def _cli_sts(model: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[dict, dict]:
+    import json
+
+    from nosink.cli import main
+
+    record = tmp_path / "r.json"
+    args = ["eval", "sts", "--model", model, "--data", str(SICK), "--limit", "30", "--record", str(record), *extra]
+    assert main(args) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out), json.loads(record.read_text())
+
+
+@pytest.mark.parametrize("kind", ["st", "hf"])
+def test_cli_baselines_run_with_the_default_pooling_and_no_instruction(
+    kind: str, bert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: st: was refused with the default pooling, and st:/hf: got the paper's E5 instruction by default
+    (all-MiniLM-L6-v2 then scored 66.77 on STS-B test instead of its published 82.03)."""
+    from nosink.eval.data import load_pairs
+    from nosink.eval.tasks import evaluate_sts
+
+    printed, record = _cli_sts(f"{kind}:{bert_dir}", tmp_path, capsys)
+    assert record["settings"]["instruction"] is None
+    expected = evaluate_sts(load_embedder(f"{kind}:{bert_dir}", device="cpu"), load_pairs(SICK, limit=30))
+    assert printed["spearman"] == pytest.approx(expected.metrics["spearman"], abs=1e-6)
+    _, asked = _cli_sts(f"{kind}:{bert_dir}", tmp_path, capsys, "--instruction", INSTRUCTION)
+    assert asked["settings"]["instruction"] == INSTRUCTION
+
+
+def test_cli_nosink_models_keep_the_paper_instruction(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nosink.eval.commands import STS_INSTRUCTION
+
+    _, record = _cli_sts(str(STORIES), tmp_path, capsys)
+    assert record["settings"]["instruction"] == STS_INSTRUCTION
+    _, bare = _cli_sts(str(STORIES), tmp_path, capsys, "--no-instruction")
+    assert bare["settings"]["instruction"] is None

@@ -36,7 +36,7 @@ def layer_outputs(base: torch.nn.Module, run) -> list[torch.Tensor]:
 def test_baseline_is_bitwise_vanilla(family: str, padding: str) -> None:
     base = tiny_model(family)
     ids, mask = batch([9, 5, 2], padding)
-    positions = ((mask.cumsum(-1) - 1) * mask).clamp(min=0)  # SPEC §1, written out again
+    positions = ((mask.cumsum(-1) - 1) * mask).clamp(min=0)  # docs/spec.md §1, written out again
     vanilla = base(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
     ours = Encoder.from_model(base, tiny_tokenizer()).hidden_states(ids, mask)
     assert torch.equal(ours, vanilla)

@@ -70,7 +70,7 @@ def test_per_text_gathers_each_text_back_from_its_row() -> None:
 
 @pytest.mark.parametrize("pattern", ["causal", "backward", "bidir", "nosink", "nosink@2", "nosink_causal@1"])
 def test_packed_mask_is_the_block_diagonal_of_the_spec_masks(pattern: str) -> None:
-    """Oracle: SPEC §2 masks of every text (two loops each), placed on the diagonal; padding sees only itself."""
+    """Oracle: the spec §2 masks of every text (two loops each), placed on the diagonal; padding sees only itself."""
     rows = random_rows([6, 4, 3, 2, 5, 1])
     batch = only_batch(rows, width=12)
     parsed = LayerPattern.parse(pattern)

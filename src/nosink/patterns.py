@@ -1,4 +1,4 @@
-"""Per-layer attention patterns of SPEC §2 and the boolean masks that implement them.
+"""Per-layer attention patterns of docs/spec.md §2 and the boolean masks that implement them.
 
 For a query at position i and a key at position j, both counted from the row's first real token:
 

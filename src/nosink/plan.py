@@ -1,4 +1,4 @@
-"""Plans: which layers run with which attention pattern, and how branches combine (SPEC §3–4).
+"""Plans: which layers run with which attention pattern, and how branches combine (docs/spec.md §3–4).
 
 A :class:`Plan` is independent of the model; :meth:`Plan.resolve` checks it against the model's
 number of layers L and returns a :class:`Schedule`, the exact list of layer calls to run.
@@ -17,7 +17,7 @@ from nosink.patterns import CAUSAL, LayerPattern, Pattern
 
 
 class Architecture(str, Enum):
-    """How converted layers are used (SPEC §4)."""
+    """How converted layers are used (docs/spec.md §4)."""
 
     INPLACE = "inplace"
     INTER = "inter"
@@ -26,7 +26,7 @@ class Architecture(str, Enum):
 
 
 class PlanKind(str, Enum):
-    """The named configuration families of SPEC §3, plus an explicit per-layer form."""
+    """The named configuration families of docs/spec.md §3, plus an explicit per-layer form."""
 
     BASELINE = "baseline"
     INPLACE = "inplace"

@@ -1,4 +1,4 @@
-"""Pooling token states into one vector per text (SPEC §5)."""
+"""Pooling token states into one vector per text (docs/spec.md §5)."""
 
 from __future__ import annotations
 

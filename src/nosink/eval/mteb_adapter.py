@@ -3,7 +3,7 @@
 :class:`NosinkMTEBModel` wraps a nosink ``Encoder`` or a baseline (``nosink.eval.baselines``) so that
 ``mteb.evaluate`` can run it. For every ``encode`` call MTEB passes the task's metadata and the
 side of the input (``prompt_type``: query or document); the adapter picks the paper's instruction
-(SPEC §6, :data:`PAPER_INSTRUCTIONS`) and hands it to ``embedder.encode(..., instruction=...)``:
+(docs/spec.md §6, :data:`PAPER_INSTRUCTIONS`) and hands it to ``embedder.encode(..., instruction=...)``:
 
 - retrieval and reranking tasks: queries get the instruction, documents none;
 - every other task type (STS, classification, clustering, pair classification …): every input
@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 STS_INSTRUCTION = "Retrieve semantically similar text."
 
-# SPEC §6 (the paper's Table 3), verbatim. TwentyNewsgroupsClustering has no row in Table 3;
+# docs/spec.md §6 (the paper's Table 3), verbatim. TwentyNewsgroupsClustering has no row in Table 3;
 # its instruction is E5-Mistral's.
 PAPER_INSTRUCTIONS: dict[str, str] = {
     "ArguAna": "Given a claim, find documents that refute the claim.",
@@ -73,12 +73,12 @@ PAPER_INSTRUCTIONS: dict[str, str] = {
     "STSBenchmark": STS_INSTRUCTION,
 }
 
-# Keys may also be MTEB task types: "all STS tasks" get the STS instruction (SPEC §6).
+# Keys may also be MTEB task types: "all STS tasks" get the STS instruction (docs/spec.md §6).
 PAPER_TYPE_INSTRUCTIONS: dict[str, str] = {"STS": STS_INSTRUCTION}
 
 DEFAULT_INSTRUCTIONS: dict[str, str] = {**PAPER_INSTRUCTIONS, **PAPER_TYPE_INSTRUCTIONS}
 
-# The 15 tasks of SPEC §6 in MTEB 2.x spelling (identical to the paper's names; the original
+# The 15 tasks of docs/spec.md §6 in MTEB 2.x spelling (identical to the paper's names; the original
 # versions, not the later ".v2" datasets that MTEB 2.x lists as superseding six of them).
 PAPER15: list[str] = [
     "ArguAna",
@@ -540,7 +540,7 @@ def run_mteb(
 
     Args:
         embedder: A nosink ``Encoder``, a baseline, or a ready :class:`NosinkMTEBModel`.
-        tasks: ``"paper15"`` (SPEC §6), one task name, or a list of names and/or ``AbsTask`` objects.
+        tasks: ``"paper15"`` (docs/spec.md §6), one task name, or a list of names and/or ``AbsTask`` objects.
         output_folder: MTEB's result cache (``results/<model>/<revision>/<experiment>/<task>.json``);
             finished tasks found there are not re-run. None: nothing is written.
         instructions: Task name (or task type) → instruction; None = the paper's table (ignored

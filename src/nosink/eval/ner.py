@@ -1,4 +1,4 @@
-"""The token-level probe of the paper (SPEC §6): a linear NER head on frozen final-layer token states.
+"""The token-level probe of the paper (docs/spec.md §6): a linear NER head on frozen final-layer token states.
 
 The backbone runs ONCE per sentence (:func:`ner_features`); the states are cached as one array
 and the head (dropout + ``nn.Linear``) is trained on them for every epoch. (The released code

@@ -1,4 +1,4 @@
-"""Sentence-level evaluators of the paper (SPEC §6): STS, MTEB-style classification, domain classification.
+"""Sentence-level evaluators of the paper (docs/spec.md §6): STS, MTEB-style classification, domain classification.
 
 Each task comes in two halves: ``*_scores`` scores precomputed embeddings (the k-sweep computes
 its own features and calls these), and ``evaluate_*`` embeds the texts with an
@@ -242,7 +242,7 @@ def evaluate_classification(
 
     As MTEB does, only the training texts that some experiment samples are embedded (their
     union), and the test set is embedded once. The paper gives every text the task's
-    instruction (SPEC §6, e.g. Banking77 "Given an online banking query, find the corresponding
+    instruction (docs/spec.md §6, e.g. Banking77 "Given an online banking query, find the corresponding
     intents."); pass it as ``instruction``.
 
     Args:
