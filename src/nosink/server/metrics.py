@@ -37,7 +37,7 @@ class ServerMetrics:
         self.queue_tokens = Gauge("nosink_queue_tokens", "tokens waiting for the model", registry=self.registry)
         self.dropped_inputs = Counter(
             "nosink_dropped_inputs",
-            "inputs of requests whose client went away, dropped before any model call",
+            "inputs of cancelled requests (their client went away), dropped before any model call",
             registry=self.registry,
         )
 
