@@ -457,3 +457,14 @@ def test_torch_threads_are_applied_before_the_command_runs(tmp_path: Path, lines
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_serve_numeric_options_parse_as_numbers() -> None:
+    """Before: serve's ``int | None`` settings had no argparse type, so --torch-threads 1 reached torch as "1"."""
+    pytest.importorskip("fastapi")
+    from nosink.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--model", "m", "--torch-threads", "2", "--body-timeout-s", "1.5"])
+    assert args.torch_threads == 2 and type(args.torch_threads) is int
+    assert args.body_timeout_s == 1.5
+    assert main(["serve", "--model", "m", "--torch-threads", "two"]) == 2

@@ -332,3 +332,13 @@ def test_docs_list_every_setting() -> None:
     page = (Path(__file__).resolve().parents[1] / "docs" / "server.md").read_text()
     for flag, variable, _, _ in settings_table():
         assert f"`{flag}`" in page and f"`{variable}`" in page, variable
+
+
+def test_server_max_length_is_capped_at_the_model_positions(encoder: Encoder) -> None:
+    """The setting's default 512 is more than the tiny Llama's 128 positions: the server uses 128."""
+    assert encoder.max_length == 128
+    long_text = " ".join(["the cat sat on the mat"] * 60)  # about 360 tokens
+    with running(encoder) as base:
+        assert httpx.get(f"{base}/info").json()["max_length"] == 128
+        answer = httpx.post(f"{base}/v1/embeddings", json={"input": long_text})
+        assert answer.status_code == 413 and "128 tokens" in answer.json()["error"]["message"]

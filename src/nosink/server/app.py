@@ -82,7 +82,11 @@ class TokenizeRequest(BaseModel):
 
 
 def create_app(encoder: Encoder, settings: ServerSettings) -> FastAPI:
-    """The FastAPI application serving ``encoder`` under ``settings``."""
+    """The FastAPI application serving ``encoder`` under ``settings``.
+
+    ``max_length`` is the smaller of the setting and the encoder's own (capped at the model's positions).
+    """
+    settings = settings.model_copy(update={"max_length": min(settings.max_length, encoder.max_length)})
     metrics = ServerMetrics()
     batcher = MicroBatcher(
         lambda rows: encoder.embed_rows(

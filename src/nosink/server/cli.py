@@ -26,16 +26,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, field in ServerSettings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         options: dict[str, Any] = {"default": argparse.SUPPRESS, "help": field.description}
-        choices = get_args(field.annotation)
-        if field.annotation is bool:
+        annotation = _optional_of(field.annotation)
+        choices = get_args(annotation)
+        if annotation is bool:
             options["action"] = argparse.BooleanOptionalAction
         elif choices and all(isinstance(c, (str, int)) for c in choices) and name != "device":
             options["choices"], options["type"] = choices, type(choices[0])
-        elif field.annotation is int:
-            options["type"] = int
-        elif field.annotation is float:
-            options["type"] = float
+        elif annotation in (int, float):
+            options["type"] = annotation  # "int | None" too: --torch-threads 2 is the int 2, not the text "2"
         parser.add_argument(flag, **options)
+
+
+def _optional_of(annotation: Any) -> Any:
+    """``X`` for ``X | None``; any other annotation as it is."""
+    members = get_args(annotation)
+    if type(None) in members and len(members) == 2:
+        return next(member for member in members if member is not type(None))
+    return annotation
 
 
 def settings_from(args: argparse.Namespace) -> ServerSettings:
