@@ -299,7 +299,7 @@ def test_hub_datasets_are_read_like_tables(monkeypatch) -> None:
     """With the hub reachable (faked), hf: names go through the same column logic as files."""
     import datasets
 
-    import nosink.eval.mteb_adapter as adapter
+    from nosink import hub
 
     tags = datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER", "I-PER"]))
     fakes = {
@@ -318,7 +318,7 @@ def test_hub_datasets_are_read_like_tables(monkeypatch) -> None:
         calls.append((name, config, split))
         return fakes[(name, config, split)]
 
-    monkeypatch.setattr(adapter, "hub_unreachable_reason", lambda **_: None)
+    monkeypatch.setattr(hub, "hub_unreachable_reason", lambda **_: None)
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     pairs = load_pairs("hf:org/sts")
     assert (pairs.texts_a, pairs.texts_b, pairs.scores) == (["a cat", "a dog"], ["a kitten", "a car"], [4.5, 1.0])

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +128,48 @@ def test_hidden_states_refuses_a_mask_that_is_not_a_tensor() -> None:
     encoder = Encoder.from_model(tiny_model("llama"), tiny_tokenizer())
     with pytest.raises(NosinkError, match="must be a tensor matching input_ids"):
         encoder.hidden_states(torch.tensor([[1, 2]]), [[1, 1]])  # type: ignore[arg-type]
+
+
+# -------------------------------------------------------------------- hub names offline (issue 13, item 19)
+
+
+@pytest.fixture
+def hub_unreachable(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The hub check says "unreachable" (and counts its calls); nothing is in the Hugging Face cache."""
+    from nosink import hub, loading
+
+    calls: list[str] = []
+
+    def unreachable(**kwargs: object) -> str:
+        calls.append("asked")
+        return "test: no network"
+
+    monkeypatch.setattr(hub, "hub_unreachable_reason", unreachable)
+    monkeypatch.setattr(hub, "is_cached", lambda repo_id: False)
+    loading._offline_kwargs.cache_clear()
+    yield calls
+    loading._offline_kwargs.cache_clear()
+
+
+def test_a_hub_name_offline_fails_at_once(hub_unreachable: list[str], tmp_path: Path, capsys) -> None:
+    """Before: transformers retried the network 5 times over 27 s, then blamed the connection."""
+    with pytest.raises(NosinkError, match=r"'stories260k' is not a local folder or \.gguf file, and the Hugging Face"):
+        Encoder.from_pretrained("stories260k")
+    source = tmp_path / "t.txt"
+    source.write_text("a cat\n", encoding="utf-8")
+    assert main(["encode", "--model", "org/some-model", str(source), "-o", str(tmp_path / "o.npy")]) == 2
+    assert "is unreachable (test: no network)" in capsys.readouterr().err
+    assert hub_unreachable == ["asked", "asked"]  # once per name, no retries
+
+
+def test_a_cached_hub_name_offline_loads_from_the_cache(hub_unreachable: list[str], monkeypatch) -> None:
+    from nosink import hub
+    from nosink.loading import ModelSource
+
+    monkeypatch.setattr(hub, "is_cached", lambda repo_id: True)
+    assert ModelSource("org/cached-model").hub_kwargs() == {"local_files_only": True}
+
+
+def test_local_folders_never_ask_the_hub(hub_unreachable: list[str], gpt2_16: Path) -> None:
+    Encoder.from_pretrained(str(gpt2_16))
+    assert hub_unreachable == []

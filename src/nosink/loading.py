@@ -9,6 +9,7 @@ once is best converted to a plain folder with :func:`convert_gguf` (``nosink con
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -72,7 +73,7 @@ class ModelSource:
         from transformers import AutoConfig
 
         try:
-            return AutoConfig.from_pretrained(self.path, **self.kwargs(), **kwargs)
+            return AutoConfig.from_pretrained(self.path, **self.kwargs(), **self.hub_kwargs(), **kwargs)
         except _READ_ERRORS as error:
             if not self.is_gguf or isinstance(error, NosinkError):
                 raise
@@ -87,7 +88,7 @@ class ModelSource:
             # (with kernels on a GPU), it also switches to a fused attention that nosink's masks never reach.
             kwargs.setdefault("quantization_config", GgufConfig(dequantize=True))
         try:
-            model = auto_class.from_pretrained(self.path, **self.kwargs(), **kwargs)
+            model = auto_class.from_pretrained(self.path, **self.kwargs(), **self.hub_kwargs(), **kwargs)
         except _damaged_weight_errors() as error:
             raise NosinkError(
                 f"the weights of {self.name!r} could not be read ({type(error).__name__}: {error}); a weight file is "
@@ -112,7 +113,34 @@ class ModelSource:
         """The tokenizer stored with the model (for a GGUF: the one in the file's metadata)."""
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(self.path, **self.kwargs(), **kwargs)
+        return AutoTokenizer.from_pretrained(self.path, **self.kwargs(), **self.hub_kwargs(), **kwargs)
+
+    def hub_kwargs(self) -> dict[str, Any]:
+        """``local_files_only=True`` for a cached hub name while the hub is unreachable; {} otherwise.
+
+        Raises:
+            NosinkError: At once, for a name that is not a local path, not cached, while the hub is
+                unreachable (transformers would retry for about 27 s, then blame the connection).
+        """
+        if self.is_gguf or Path(self.path).expanduser().exists():
+            return {}
+        return _offline_kwargs(self.path)
+
+
+@functools.cache
+def _offline_kwargs(name: str) -> dict[str, Any]:
+    """Asked once per name and process: one quick request, not one per config, weights and tokenizer."""
+    from nosink.hub import HUB_CHECK_TIMEOUT_S, hub_unreachable_reason, is_cached
+
+    reason = hub_unreachable_reason(timeout=HUB_CHECK_TIMEOUT_S)
+    if reason is None:
+        return {}
+    if is_cached(name):
+        return {"local_files_only": True}
+    raise NosinkError(
+        f"{name!r} is not a local folder or .gguf file, and the Hugging Face hub is unreachable ({reason}); "
+        "give the path of a model folder, or run where the hub is reachable"
+    )
 
 
 _READ_ERRORS = (ValueError, IndexError, KeyError, TypeError, NotImplementedError)  # what a bad file raises

@@ -41,6 +41,7 @@ from nosink.encoder import (
 )
 from nosink.errors import Choice, NosinkError, check_positive
 from nosink.inputs import INSTRUCTION_TEMPLATE, check_texts
+from nosink.loading import ModelSource
 from nosink.plan import Plan
 from nosink.pooling import Pooling
 
@@ -156,8 +157,9 @@ class SentenceTransformerEmbedder:
         elif isinstance(model_or_name, (str, Path)):
             target = resolve_device(device)
             model_kwargs = {"dtype": resolve_dtype(dtype, target), **kwargs.pop("model_kwargs", {})}
+            hub = ModelSource(str(model_or_name)).hub_kwargs()  # offline: fail at once, or use the cache
             self.model = st.SentenceTransformer(
-                str(model_or_name), device=str(target), model_kwargs=model_kwargs, **kwargs
+                str(model_or_name), device=str(target), model_kwargs=model_kwargs, **hub, **kwargs
             )
             self.name = str(model_or_name)
         else:
@@ -291,8 +293,9 @@ class HFMeanPoolEmbedder:
         from transformers import AutoModel, AutoTokenizer
 
         target = resolve_device(device)
-        model = AutoModel.from_pretrained(str(name_or_path), dtype=resolve_dtype(dtype, target), **model_kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+        hub = ModelSource(str(name_or_path)).hub_kwargs()  # offline: fail at once, or use the cache
+        model = AutoModel.from_pretrained(str(name_or_path), dtype=resolve_dtype(dtype, target), **hub, **model_kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), **hub)
         self._setup(model.to(target), tokenizer, pooling=pooling, max_length=max_length, name=str(name_or_path))
 
     @classmethod

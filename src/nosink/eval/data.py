@@ -528,9 +528,9 @@ def _hub_dataset(spec: str):
     match = _HUB_SPEC.match(spec)
     if match is None:
         raise NosinkError(f"bad dataset name {spec!r}; expected hf:NAME[:CONFIG][@SPLIT], e.g. hf:mteb/sickr-sts@test")
-    from nosink.eval.mteb_adapter import hub_unreachable_reason
+    from nosink import hub
 
-    reason = hub_unreachable_reason()
+    reason = hub.hub_unreachable_reason()
     if reason is not None:
         raise NosinkError(f"{spec}: the Hugging Face hub is unreachable from here ({reason}); use a local file")
     try:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 
 from nosink.errors import NosinkError
 from nosink.eval.baselines import MTEB_EXTRA_HINT, describe_embedder
+from nosink.hub import HUB_CHECK_TIMEOUT_S, hub_unreachable_reason
 from nosink.inputs import check_texts
 
 if TYPE_CHECKING:
@@ -100,9 +100,6 @@ PAPER15: list[str] = [
 PAPER15_ALIAS = "paper15"
 
 DEFAULT_BATCH_SIZE = 32
-HUB_CHECK_TIMEOUT_S = 5.0
-_OFFLINE_FLAGS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
-_TRUE = {"1", "ON", "YES", "TRUE"}
 _VERSION_SUFFIX = re.compile(r"\.v\d+$")
 _DOCUMENT = "document"  # mteb.types.PromptType.document (a str enum)
 
@@ -423,38 +420,6 @@ def _dim_of(embedder: Any) -> int:
 
 
 # ---------------------------------------------------------------- running MTEB
-
-
-def hub_unreachable_reason(*, timeout: float = HUB_CHECK_TIMEOUT_S) -> str | None:
-    """Why the Hugging Face hub cannot be reached from here, or None when it answers.
-
-    An offline flag (``HF_HUB_OFFLINE``, ``HF_DATASETS_OFFLINE``, ``TRANSFORMERS_OFFLINE``) counts
-    as unreachable without any network call; otherwise one HEAD request with ``timeout`` seconds.
-
-    Args:
-        timeout: Seconds to wait for the hub.
-
-    Returns:
-        A short reason, or None.
-    """
-    for flag in _OFFLINE_FLAGS:
-        value = os.environ.get(flag, "")
-        if value.strip().upper() in _TRUE:
-            return f"{flag}={value} is set"
-    try:
-        from huggingface_hub import constants, is_offline_mode
-        from huggingface_hub.utils import get_session
-    except ImportError as error:
-        return f"huggingface_hub is not installed: {error}"
-    if is_offline_mode():
-        return "huggingface_hub is in offline mode"
-    try:
-        response = get_session().head(constants.ENDPOINT, timeout=timeout, follow_redirects=True)
-    except Exception as error:  # any transport failure means "unreachable"
-        return f"{constants.ENDPOINT}: {type(error).__name__}: {error}"
-    if response.status_code >= 500:
-        return f"{constants.ENDPOINT} answered HTTP {response.status_code}"
-    return None
 
 
 def check_hub_reachable(*, timeout: float = HUB_CHECK_TIMEOUT_S) -> None:
