@@ -188,7 +188,8 @@ def test_pairs_errors(tmp_path: Path) -> None:
     with pytest.raises(NosinkError, match="no such file"):
         load_pairs(tmp_path / "missing.tsv")
     unknown = write(tmp_path, "u.tsv", "x\ty\tz\n1\t2\t3\n")
-    with pytest.raises(NosinkError, match=r"unknown format \(columns: x, y, z\).*text_a=, text_b=, score="):
+    flags = r"name the columns with --text-a, --text-b, --score \(in Python: text_a=, text_b=, score=\)"
+    with pytest.raises(NosinkError, match=r"unknown format \(columns: x, y, z\); " + flags):
         load_pairs(unknown)
     with pytest.raises(NosinkError, match="no column 'w'"):
         load_pairs(unknown, text_a="x", text_b="y", score="w")
@@ -207,7 +208,7 @@ def test_pairs_errors(tmp_path: Path) -> None:
     header_only = write(tmp_path, "h.tsv", "a\tb\ts\n")
     with pytest.raises(NosinkError, match="no pairs found"):
         load_pairs(header_only, text_a="a", text_b="b", score="s")
-    with pytest.raises(NosinkError, match="limit must be a positive integer"):
+    with pytest.raises(NosinkError, match=r"limit \(--limit\) must be a positive integer"):
         load_pairs(write(tmp_path, "ok.tsv", "a\tb\ts\nx\ty\t1\n"), text_a="a", text_b="b", score="s", limit=0)
 
 
@@ -230,7 +231,7 @@ def test_labeled_errors(tmp_path: Path) -> None:
     with pytest.raises(NosinkError, match=r"emo.txt, line 3: expected 'text;label'"):
         load_labeled(emotion)
     unknown = write(tmp_path, "u.csv", "a,b\n1,2\n")
-    with pytest.raises(NosinkError, match="name the columns with text=, label="):
+    with pytest.raises(NosinkError, match=r"name the columns with --text, --label \(in Python: text=, label=\)"):
         load_labeled(unknown)
     broken = write(tmp_path, "q.csv", 'text,label\n"open quote,x\n')
     with pytest.raises(NosinkError, match=r"q.csv, line \d+: malformed row"):

@@ -173,3 +173,46 @@ def test_a_cached_hub_name_offline_loads_from_the_cache(hub_unreachable: list[st
 def test_local_folders_never_ask_the_hub(hub_unreachable: list[str], gpt2_16: Path) -> None:
     Encoder.from_pretrained(str(gpt2_16))
     assert hub_unreachable == []
+
+
+# -------------------------------------------------------------------- transformers' LOAD REPORT (issue 13, item 19)
+
+
+@pytest.fixture
+def load_reports() -> Iterator[list[str]]:
+    """What transformers' loading logger hands to its handlers (after the logger's own filters)."""
+    import logging
+
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger, handler = logging.getLogger("transformers.modeling_utils"), Collect(level=logging.WARNING)
+    logger.addHandler(handler)
+    yield messages
+    logger.removeHandler(handler)
+
+
+def test_an_untied_lm_head_left_out_gives_no_load_report(tmp_path: Path, load_reports: list[str]) -> None:
+    """Before: every checkpoint with an untied LM head printed a LOAD REPORT table (lm_head.weight UNEXPECTED)."""
+    model = tiny_model("llama", causal_lm=True)
+    model.config.tie_word_embeddings = False
+    model.save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+    Encoder.from_pretrained(str(tmp_path))
+    assert not [message for message in load_reports if "LOAD REPORT" in message]
+
+
+def test_other_load_reports_stay_and_lose_their_colours(tmp_path: Path, load_reports: list[str]) -> None:
+    from safetensors.torch import load_file, save_file
+
+    folder = _save(tmp_path / "m", "llama")
+    weights = load_file(folder / "model.safetensors")
+    missing = next(name for name in weights if name.endswith("layers.0.mlp.up_proj.weight"))
+    save_file({name: value for name, value in weights.items() if name != missing}, folder / "model.safetensors")
+    Encoder.from_pretrained(str(folder))
+    reports = [message for message in load_reports if "LOAD REPORT" in message]
+    assert len(reports) == 1 and "MISSING" in reports[0] and "up_proj" in reports[0]
+    assert "\x1b[" not in reports[0]

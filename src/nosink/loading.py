@@ -9,11 +9,15 @@ once is best converted to a plain folder with :func:`convert_gguf` (``nosink con
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
+import logging
 import os
+import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,7 +92,8 @@ class ModelSource:
             # (with kernels on a GPU), it also switches to a fused attention that nosink's masks never reach.
             kwargs.setdefault("quantization_config", GgufConfig(dequantize=True))
         try:
-            model = auto_class.from_pretrained(self.path, **self.kwargs(), **self.hub_kwargs(), **kwargs)
+            with _quiet_expected_head_report():
+                model = auto_class.from_pretrained(self.path, **self.kwargs(), **self.hub_kwargs(), **kwargs)
         except _damaged_weight_errors() as error:
             raise NosinkError(
                 f"the weights of {self.name!r} could not be read ({type(error).__name__}: {error}); a weight file is "
@@ -125,6 +130,41 @@ class ModelSource:
         if self.is_gguf or Path(self.path).expanduser().exists():
             return {}
         return _offline_kwargs(self.path)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_REPORT_LOGGER = "transformers.modeling_utils"  # where transformers logs its LOAD REPORT table
+
+
+class _ExpectedHeadReport(logging.Filter):
+    """Drops transformers' LOAD REPORT when its only rows are ``lm_head.*`` UNEXPECTED keys; un-colours any other.
+
+    Loading a ``*ForCausalLM`` checkpoint without its LM head, as every encoder does, leaves exactly
+    those keys unused: the table said nothing but alarmed users (with ANSI codes in log files).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" not in message:
+            return True
+        plain = _ANSI.sub("", message)
+        cells = [[cell.strip() for cell in line.split("|")] for line in plain.splitlines() if "|" in line]
+        rows = [row for row in cells[1:] if len(row) >= 2]  # cells[0] is the header
+        if rows and all(key.startswith("lm_head.") and status == "UNEXPECTED" for key, status, *_ in rows):
+            return False
+        record.msg, record.args = plain, ()
+        return True
+
+
+@contextlib.contextmanager
+def _quiet_expected_head_report() -> Iterator[None]:
+    """The filter above on transformers' loading logger, for one load (the logger's own API, nothing patched)."""
+    logger, report_filter = logging.getLogger(_REPORT_LOGGER), _ExpectedHeadReport()
+    logger.addFilter(report_filter)
+    try:
+        yield
+    finally:
+        logger.removeFilter(report_filter)
 
 
 @functools.cache

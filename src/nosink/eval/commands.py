@@ -102,12 +102,12 @@ def _model_options(parser: argparse.ArgumentParser, *, baselines: bool = True, p
     parser.add_argument("--device", metavar="D", help="cpu, cuda, cuda:1 … (default: cuda when available)")
     add_threads_option(parser)
     parser.add_argument("--max-length", type=positive_int, metavar="N", help=MAX_LENGTH_HELP)
-    parser.add_argument("--batch-size", type=int, metavar="N", help="texts per batch (default: 32)")
+    parser.add_argument("--batch-size", type=positive_int, metavar="N", help="texts per batch (default: 32)")
     parser.add_argument("--record", metavar="PATH", help="run record JSON (default: results/<task>-<time>.json)")
 
 
 def _limit(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--limit", type=int, metavar="N", help="use only the first N items of each file")
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N items of each file")
 
 
 def _add_sts(tasks: argparse._SubParsersAction, make: SubparserFactory) -> None:
@@ -132,7 +132,7 @@ def _add_classification(tasks: argparse._SubParsersAction, make: SubparserFactor
     parser.add_argument("--text", metavar="COL")
     parser.add_argument("--label", metavar="COL")
     parser.add_argument("--instruction", metavar="T")
-    parser.add_argument("--experiments", type=int, default=10, metavar="N", help="default: %(default)s (MTEB)")
+    parser.add_argument("--experiments", type=positive_int, default=10, metavar="N", help="default: %(default)s (MTEB)")
     parser.add_argument("--samples-per-label", type=int, default=8, metavar="N", help="0 = all (default: 8, MTEB)")
     _limit(parser)
 

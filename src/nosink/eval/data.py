@@ -285,7 +285,7 @@ def _existing_file(path: str | Path) -> Path:
 
 def _check_limit(limit: int | None) -> None:
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise NosinkError(f"limit must be a positive integer or None, got {limit!r}")
+        raise NosinkError(f"limit (--limit) must be a positive integer, or None for all, got {limit!r}")
 
 
 def _check_not_empty(path: Path, items: Sequence[object], what: str) -> None:
@@ -384,8 +384,9 @@ def _resolve_columns(
     missing = [arg for arg, name in zip(arguments, names, strict=True) if name is None]
     if missing:
         raise NosinkError(
-            f"{path}: unknown format (columns: {', '.join(columns) or 'none'}); "
-            f"name the columns with {', '.join(f'{arg}=' for arg in missing)}"
+            f"{path}: unknown format (columns: {', '.join(columns) or 'none'}); name the columns with "
+            f"{', '.join('--' + arg.replace('_', '-') for arg in missing)} "
+            f"(in Python: {', '.join(f'{arg}=' for arg in missing)})"
         )
     absent = [name for name in names if name not in columns]
     if absent:
