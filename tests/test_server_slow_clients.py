@@ -315,3 +315,23 @@ def test_serve_passes_the_limits_to_uvicorn(tmp_path, monkeypatch) -> None:
     assert passed["app"] == "app" and passed["timeout_keep_alive"] == 2.5
     assert passed["limit_concurrency"] == 51  # uvicorn counts the new connection too: 50 are served, the 51st not
     assert issubclass(passed["http"], h11_impl.H11Protocol) and passed["http"].header_timeout_s == 4.0
+
+
+# -------------------------------------------------------------------- item 9: protocol-level errors
+
+
+@pytest.mark.parametrize("garbage", [b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nbad header line\r\n\r\n"])
+def test_a_request_that_is_not_http_gets_a_json_400(encoder: Encoder, garbage: bytes) -> None:
+    """Before: uvicorn answered plain text ("Invalid HTTP request received.")."""
+    with hardened(encoder) as (base, _):
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as sock:
+            sock.sendall(garbage)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head.lower()
+        error = json.loads(body)["error"]
+        assert error["code"] == 400 and "not a valid HTTP/1.1 request" in error["message"]
+        assert httpx.get(f"{base}/health").status_code == 200

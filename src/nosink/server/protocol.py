@@ -4,7 +4,8 @@ uvicorn closes idle keep-alive connections (``timeout_keep_alive``) and answers 
 once a request's headers have arrived, but it waits for ever for headers that come slowly, or not at all, and
 each such connection holds an open file. Here every request's headers must be complete within
 ``header_timeout_s`` of their first byte (of the connection's opening, for its first request): a connection
-past it is answered 408 in OpenAI's error format if part of a request came, and closed either way.
+past it is answered 408 in OpenAI's error format if part of a request came, and closed either way. A request
+that is not HTTP gets uvicorn's 400, but as JSON in the same format rather than plain text.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
+def _error_body(message: str, code: int) -> str:
+    """An error in OpenAI's format, as the application's own errors are."""
+    return json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}})
+
+
 def _request_timeout(header_timeout_s: float) -> bytes:
     """The raw 408 answer, written below h11 (whose state machine sends no answer before a request)."""
-    message = f"the request headers did not arrive within {header_timeout_s:g} s"
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": 408}})
+    body = _error_body(f"the request headers did not arrive within {header_timeout_s:g} s", 408)
     head = (
         "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
@@ -51,6 +56,18 @@ class _HeaderDeadlineProtocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request that is not HTTP, as JSON in OpenAI's format instead of plain text."""
+        body = _error_body(f"{msg.rstrip('.')}: not a valid HTTP/1.1 request", 400).encode()
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+        for event in (
+            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        ):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
     def _arm(self) -> None:
         if self._header_timer is None:
