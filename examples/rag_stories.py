@@ -24,7 +24,7 @@ from nosink import Encoder
 from nosink.corpus.embed import embed_corpus
 from nosink.corpus.reader import CorpusSource
 from nosink.index import build_index
-from nosink.rag import RAG
+from nosink.index.rag import RAG
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "stories260k"
 PLAN = "mask0&bidir:k=2,k0=1"

@@ -14,7 +14,7 @@ from reference import Reference
 import nosink.eval
 from nosink import Encoder, NosinkError, Plan
 from nosink.cli import main
-from nosink.encoder import check_available
+from nosink.devices import check_available
 
 
 @pytest.fixture(scope="module")

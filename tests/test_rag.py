@@ -21,7 +21,7 @@ from nosink import Encoder, NosinkError
 from nosink.corpus.embed import embed_corpus
 from nosink.corpus.reader import CorpusSource
 from nosink.index import Retriever, VectorIndex, build_index
-from nosink.rag import DEFAULT_INSTRUCTION, RAG
+from nosink.index.rag import DEFAULT_INSTRUCTION, RAG
 
 pytest.importorskip("faiss")
 pytest.importorskip("pyarrow")

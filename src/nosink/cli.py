@@ -22,7 +22,7 @@ from nosink.cli_args import (
     positive_int,
 )
 from nosink.corpus.commands import add_commands as add_corpus_commands
-from nosink.encoder import DTYPE_CHOICES
+from nosink.devices import DTYPE_CHOICES
 from nosink.errors import NosinkError
 from nosink.eval.commands import add_commands
 from nosink.index.commands import add_commands as add_index_commands

@@ -14,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nosink.attention import AttentionRecord
+from nosink.devices import check_available, resolve_device, resolve_dtype
 from nosink.errors import NosinkError, check_bool
 from nosink.families import family_for
 from nosink.inputs import Batch, PackedBatch, TextTokenizer, TokenizedText, batches, check_texts, packed_batches
@@ -26,8 +27,6 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_LENGTH = 512
 PROGRESS_BAR_MIN_TEXTS = 256
 R = TypeVar("R")
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DTYPE_CHOICES = ("auto", *_DTYPES)  # what `dtype=` accepts as a string
 
 
 @dataclass(frozen=True)
@@ -389,39 +388,6 @@ def effective_max_length(max_length: int | None, config: Any, *, warn: bool = Tr
             )
         return limit
     return max_length
-
-
-def resolve_device(device: torch.device | str | None) -> torch.device:
-    """A torch device from a name; None picks CUDA when available, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise NosinkError(f"unknown device {device!r}: {error}") from None
-
-
-def check_available(device: torch.device) -> torch.device:
-    """``device`` if this process can load weights onto it; NosinkError for CUDA without CUDA, and for meta."""
-    if device.type == "cuda" and not torch.cuda.is_available():
-        why = "is a CPU-only build" if torch.version.cuda is None else "sees no CUDA device"
-        raise NosinkError(f"device {str(device)!r} was asked for, but torch {torch.__version__} {why}; use cpu")
-    if device.type == "meta":
-        raise NosinkError("device 'meta' holds no weights, so it cannot encode; use cpu or cuda")
-    return device
-
-
-def resolve_dtype(dtype: torch.dtype | str, device: torch.device) -> torch.dtype:
-    """``auto`` is float32 off CUDA and bfloat16 on CUDA (float16 where bf16 is unsupported)."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        if device.type != "cuda":
-            return torch.float32  # bf16 matmuls are far slower than fp32 on most CPUs
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if dtype not in _DTYPES:
-        raise NosinkError(f"unknown dtype {dtype!r}; use auto, {', '.join(_DTYPES)}")
-    return _DTYPES[dtype]
 
 
 def pad_id(tokenizer: Any) -> int:

@@ -228,7 +228,7 @@ def convert_gguf(gguf_path: str | os.PathLike[str], output: str | os.PathLike[st
     import torch
     from transformers import AutoModelForCausalLM
 
-    from nosink.encoder import resolve_dtype
+    from nosink.devices import resolve_dtype
     from nosink.families import family_for
     from nosink.io import sha256_of
 

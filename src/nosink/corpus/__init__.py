@@ -7,7 +7,8 @@
 Needs pyarrow (``pip install "nosink[corpus]"``); the Ray engine also needs ``nosink[ray]``.
 """
 
-from nosink.corpus.embed import EmbedReport, EncoderSpec, Engine, RayOptions, embed_corpus
+from nosink.corpus.embed import EmbedReport, Engine, embed_corpus
+from nosink.corpus.job import EncoderSpec, RayOptions
 from nosink.corpus.reader import CorpusSource, InputFormat, Record
 from nosink.corpus.shards import Shard, iter_shards, read_manifest, read_shard
 

@@ -15,7 +15,7 @@ from nosink.cli_args import (
 )
 from nosink.corpus.embed import Engine
 from nosink.corpus.reader import InputFormat
-from nosink.encoder import DTYPE_CHOICES
+from nosink.devices import DTYPE_CHOICES
 from nosink.errors import NosinkError
 from nosink.plan import Plan
 from nosink.pooling import Pooling
@@ -77,7 +77,8 @@ _RAY_FLAGS = {  # flag: the RayOptions field it sets (the argparse dest is the f
 
 def run_embed(args: argparse.Namespace) -> int:
     """``nosink embed``: embed INPUT into OUT_DIR and print what was done."""
-    from nosink.corpus.embed import EncoderSpec, RayOptions, embed_corpus
+    from nosink.corpus.embed import embed_corpus
+    from nosink.corpus.job import EncoderSpec, RayOptions
     from nosink.corpus.reader import CorpusSource
 
     Plan.coerce(args.plan)  # cheap checks first: a typo should not wait for a pass over the corpus

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from nosink.corpus.embed import EncoderSpec, Progress, RayOptions, _EncodeOptions, embed_texts
+from nosink.corpus.job import EncodeOptions, EncoderSpec, Progress, RayOptions, embed_texts
 from nosink.corpus.reader import Record
 from nosink.corpus.shards import Shard, require_pyarrow, write_shard
 from nosink.errors import NosinkError
@@ -32,7 +32,7 @@ Parts = dict[int, list[dict[str, np.ndarray]]]  # shard index -> its embedded ba
 class EmbedActor:
     """One encoder per actor: staged rows in, the same rows with their vectors out."""
 
-    def __init__(self, spec: EncoderSpec, encode: _EncodeOptions, threads: int, store_text: bool) -> None:
+    def __init__(self, spec: EncoderSpec, encode: EncodeOptions, threads: int, store_text: bool) -> None:
         import torch
 
         torch.set_num_threads(threads)
@@ -52,7 +52,7 @@ def embed_with_ray(
     out_dir: Path,
     *,
     store_text: bool,
-    encode: _EncodeOptions,
+    encode: EncodeOptions,
     options: RayOptions,
     progress: Progress,
 ) -> int:
@@ -75,7 +75,7 @@ def embed_with_ray(
 
 
 def _embedded(
-    ray: ModuleType, spec: EncoderSpec, staged: Staged, *, store_text: bool, encode: _EncodeOptions, options: RayOptions
+    ray: ModuleType, spec: EncoderSpec, staged: Staged, *, store_text: bool, encode: EncodeOptions, options: RayOptions
 ) -> Any:
     """The Ray dataset of the staged rows with their vectors, in input order, from an autoscaling actor pool."""
     context = ray.data.DataContext.get_current()

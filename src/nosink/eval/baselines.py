@@ -31,14 +31,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from nosink.encoder import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_LENGTH,
-    PROGRESS_BAR_MIN_TEXTS,
-    Encoder,
-    resolve_device,
-    resolve_dtype,
-)
+from nosink.devices import resolve_device, resolve_dtype
+from nosink.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, PROGRESS_BAR_MIN_TEXTS, Encoder
 from nosink.errors import Choice, NosinkError, check_positive
 from nosink.inputs import INSTRUCTION_TEMPLATE, check_texts
 from nosink.loading import ModelSource

@@ -21,7 +21,7 @@ from nosink.cli_args import (
     positive_float,
     positive_int,
 )
-from nosink.encoder import DTYPE_CHOICES
+from nosink.devices import DTYPE_CHOICES
 from nosink.errors import NosinkError
 from nosink.outputs import check_file_target, check_folder_target, write_text_atomic
 from nosink.plan import Plan

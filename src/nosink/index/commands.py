@@ -11,7 +11,7 @@ import json
 import sys
 
 from nosink.cli_args import SubparserFactory, add_threads_option, check_model_path, positive_int
-from nosink.encoder import DTYPE_CHOICES
+from nosink.devices import DTYPE_CHOICES
 
 DEFAULT_TEXT_WIDTH = 80
 

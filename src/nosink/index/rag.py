@@ -6,7 +6,7 @@ The chat model (a ``*ForCausalLM``) is wrapped with :meth:`Encoder.from_model
 into a prompt, and the same model object answers with its unchanged ``generate()``.
 
 >>> from transformers import AutoModelForCausalLM, AutoTokenizer
->>> from nosink.rag import RAG
+>>> from nosink.index.rag import RAG
 >>> model = AutoModelForCausalLM.from_pretrained(name); tokenizer = AutoTokenizer.from_pretrained(name)
 >>> rag = RAG.from_corpus(model, tokenizer, "corpus/")   # the corpus's plan and pooling by default
 >>> answer = rag.answer("Where did the dog find the ball?", k=3)
