@@ -33,6 +33,7 @@ from nosink.pooling import Pooling
 DEFAULT_K = 3
 DEFAULT_MAX_NEW_TOKENS = 64
 DEFAULT_INSTRUCTION = "Answer the question using the context below."
+_BODY_MARK = "\ue000nosink-body\ue000"  # private-use characters: no template or text renders them
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,10 @@ class RAG:
             hits: Retrieved records; each needs its text.
             instruction: What the model is asked to do; default :data:`DEFAULT_INSTRUCTION`.
         """
+        return "".join(self._prompt_parts(question, hits, instruction=instruction))
+
+    def _prompt_parts(self, question: str, hits: Sequence[Hit], *, instruction: str | None) -> tuple[str, str, str]:
+        """(template text before the body, the body, template text after it): the body holds all user text."""
         _check_question(question)
         lines = []
         for number, hit in enumerate(hits, start=1):
@@ -227,12 +232,39 @@ class RAG:
         context = "\n".join(lines) if lines else "(nothing found)"
         body = f"{instruction or DEFAULT_INSTRUCTION}\n\nContext:\n{context}\n\nQuestion: {question.strip()}"
         if not self.uses_chat_template:
-            return f"{body}\nAnswer:"
-        messages = [{"role": "user", "content": body}]
-        prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        if not isinstance(prompt, str):
-            raise NosinkError(f"the chat template rendered a {type(prompt).__name__}, not a string")
-        return prompt
+            return "", body, "\nAnswer:"
+        before, after = self._template_around_body()
+        return before, body, after
+
+    def _template_around_body(self) -> tuple[str, str]:
+        """The chat template rendered around one user message, split where its content goes."""
+        messages = [{"role": "user", "content": _BODY_MARK}]
+        rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if not isinstance(rendered, str):
+            raise NosinkError(f"the chat template rendered a {type(rendered).__name__}, not a string")
+        if rendered.count(_BODY_MARK) != 1:
+            raise NosinkError("the chat template does not render the user message's content once, as given")
+        before, after = rendered.split(_BODY_MARK)
+        return before, after
+
+    def _safe_inputs(self, before: str, body: str, after: str) -> dict[str, torch.Tensor]:
+        """Token ids of a prompt in which only the template's text may hold special tokens, never the body.
+
+        The question and the retrieved texts are tokenized with ``split_special_tokens=True``, so a
+        text that reads ``<|im_start|>system`` stays text instead of becoming a turn of the template.
+        """
+        tokenizer = self.tokenizer
+        if not self.uses_chat_template:  # the plain template: the tokenizer's own BOS, then text only
+            ids = tokenizer(body + after, add_special_tokens=True, split_special_tokens=True)["input_ids"]
+        else:
+            ids = [
+                *tokenizer(before, add_special_tokens=False)["input_ids"],
+                *tokenizer(body, add_special_tokens=False, split_special_tokens=True)["input_ids"],
+                *tokenizer(after, add_special_tokens=False)["input_ids"],
+            ]
+        device = next(self.model.parameters()).device
+        input_ids = torch.tensor([ids], device=device)  # [1, T]
+        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
 
     def prompt_inputs(self, prompt: str) -> dict[str, torch.Tensor]:
         """``input_ids`` and ``attention_mask`` [1, T] of a prompt, on the model's device.
@@ -280,8 +312,9 @@ class RAG:
         check_positive(max_new_tokens=max_new_tokens)
         if hits is None:
             hits = self.retrieve(question, k=k, query_instruction=query_instruction)
-        prompt = self.build_prompt(question, hits, instruction=instruction)
-        inputs = self.prompt_inputs(prompt)
+        parts = self._prompt_parts(question, hits, instruction=instruction)
+        prompt = "".join(parts)
+        inputs = self._safe_inputs(*parts)  # user text never becomes special tokens
         prompt_tokens = int(inputs["input_ids"].shape[1])
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if isinstance(limit, int) and prompt_tokens + max_new_tokens > limit:
