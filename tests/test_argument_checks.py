@@ -77,7 +77,7 @@ def test_cli_device_errors_are_one_line_before_any_weight_loads(
 
 def test_nosink_eval_exports_the_functions_the_readme_names() -> None:
     from nosink.eval.sink import attention_maps
-    from nosink.eval.tasks import evaluate_sts
+    from nosink.eval.sts import evaluate_sts
 
     names = ("evaluate_sts", "evaluate_classification", "evaluate_domain", "ner_probe", "run_sweep")
     names += ("attention_maps", "sink_scores", "NosinkMTEBModel")
@@ -116,7 +116,7 @@ def test_undefined_metrics_are_null_in_a_strict_json_record(tmp_path: Path) -> N
 
 def test_sts_with_constant_gold_scores_is_refused(encoder: Encoder) -> None:
     from nosink.eval.data import PairsData
-    from nosink.eval.tasks import evaluate_sts
+    from nosink.eval.sts import evaluate_sts
 
     data = PairsData(["the cat sat", "a dog"], ["a cat", "the dog ran"], [3.0, 3.0])
     with pytest.raises(NosinkError, match=r"every gold score is 3\.0: a correlation with constant gold scores"):
@@ -173,8 +173,8 @@ def test_attention_maps_say_how_many_short_texts_were_left_out(encoder: Encoder)
 
 
 def test_classification_warns_about_test_labels_that_training_never_shows(encoder: Encoder) -> None:
+    from nosink.eval.classification import evaluate_classification
     from nosink.eval.data import LabeledTexts
-    from nosink.eval.tasks import evaluate_classification
 
     train = LabeledTexts(["the cat sat", "a cat", "the dog ran", "a dog"], ["cat", "cat", "dog", "dog"])
     test = LabeledTexts(["the cat", "the dog", "a red ball", "the ball"], ["cat", "dog", "ball", "ball"])
@@ -185,7 +185,7 @@ def test_classification_warns_about_test_labels_that_training_never_shows(encode
 
 
 def test_a_ner_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
-    from nosink.eval.data import load_conll
+    from nosink.eval.conll import load_conll
 
     path = tmp_path / "train.conll"
     path.write_bytes(b"Paris\tB-LOC\n\n" + b"Caf\xe9\tO\n")  # Latin-1, not UTF-8

@@ -13,17 +13,14 @@ from conftest import CORPUS
 from transformers import AutoModel, AutoTokenizer
 
 from nosink import Encoder, NosinkError
-from nosink.eval.base import Embedder
+from nosink.eval.base import Embedder, EmbedderKind
 from nosink.eval.baselines import (
-    EmbedderKind,
     HFMeanPoolEmbedder,
     SentenceTransformerEmbedder,
-    describe_embedder,
     import_sentence_transformers,
-    load_embedder,
-    parse_spec,
     with_instruction,
 )
+from nosink.eval.embedders import describe_embedder, load_embedder, parse_spec
 
 STORIES = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "stories260k"
 MAX_POSITIONS = 64
@@ -284,7 +281,7 @@ def test_cli_baselines_run_with_the_default_pooling_and_no_instruction(
     """Before: st: was refused with the default pooling, and st:/hf: got the paper's E5 instruction by default
     (all-MiniLM-L6-v2 then scored 66.77 on STS-B test instead of its published 82.03)."""
     from nosink.eval.data import load_pairs
-    from nosink.eval.tasks import evaluate_sts
+    from nosink.eval.sts import evaluate_sts
 
     printed, record = _cli_sts(f"{kind}:{bert_dir}", tmp_path, capsys)
     assert record["settings"]["instruction"] is None

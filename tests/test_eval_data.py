@@ -10,15 +10,9 @@ from pathlib import Path
 import pytest
 
 from nosink import NosinkError
-from nosink.eval.data import (
-    LabeledTexts,
-    PairsData,
-    TaggedSentences,
-    file_digest,
-    load_conll,
-    load_labeled,
-    load_pairs,
-)
+from nosink.eval.conll import TaggedSentences, load_conll
+from nosink.eval.data import LabeledTexts, PairsData, load_labeled, load_pairs
+from nosink.eval.sources import file_digest
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.exists(), reason="../shared/data is not available")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from nosink import NosinkError
+from nosink.eval.classification import domain_scores
 from nosink.eval.metrics import (
     classification_metrics,
     cosine_similarities,
@@ -15,7 +16,7 @@ from nosink.eval.metrics import (
     pearson_x100,
     spearman_x100,
 )
-from nosink.eval.tasks import domain_scores, sts_scores
+from nosink.eval.sts import sts_scores
 
 
 def test_spearman_with_ties_by_hand() -> None:

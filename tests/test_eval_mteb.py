@@ -25,16 +25,14 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from nosink import Encoder, NosinkError  # noqa: E402
 from nosink.eval.mteb_adapter import (  # noqa: E402
-    PAPER15,
     PAPER_INSTRUCTIONS,
     STS_INSTRUCTION,
     NosinkMTEBModel,
-    hub_unreachable_reason,
     instruction_for,
     meta_name,
-    resolve_tasks,
-    run_mteb,
 )
+from nosink.eval.mteb_run import PAPER15, resolve_tasks, run_mteb  # noqa: E402
+from nosink.hub import hub_unreachable_reason  # noqa: E402
 
 TEXTS = ["the cat sat on the mat", "a little girl named lily loved to play", "once upon a time", "the bank"]
 RETRIEVAL_LIKE = {"ArguAna", "NFCorpus", "SciFact", "SciDocsRR", "StackOverflowDupQuestions"}

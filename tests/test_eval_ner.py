@@ -14,7 +14,7 @@ from conftest import stories_model, stories_tokenizer, tiny_model, tiny_tokenize
 
 from nosink import Encoder, NosinkError, TokenEncoding
 from nosink.eval.base import TokenEmbedder
-from nosink.eval.data import TaggedSentences, load_conll
+from nosink.eval.conll import TaggedSentences, load_conll
 from nosink.eval.ner import (
     LabelScheme,
     LinearProbe,

@@ -16,14 +16,14 @@ from conftest import stories_model, stories_tokenizer, tiny_model, tiny_tokenize
 
 from nosink import Encoder, NosinkError
 from nosink.eval.base import Embedder, TaskResult
-from nosink.eval.data import LabeledTexts, load_labeled, load_pairs
-from nosink.eval.tasks import (
+from nosink.eval.classification import (
     classification_scores,
     evaluate_classification,
     evaluate_domain,
-    evaluate_sts,
     mteb_undersample,
 )
+from nosink.eval.data import LabeledTexts, load_labeled, load_pairs
+from nosink.eval.sts import evaluate_sts
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 if not DATA.exists():
@@ -232,6 +232,6 @@ def test_evaluators_reject_bad_embeddings(sick) -> None:
 
 def test_missing_extras_give_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "imblearn.over_sampling", None)
-    monkeypatch.delitem(sys.modules, "nosink.eval.tasks")
+    monkeypatch.delitem(sys.modules, "nosink.eval.classification")
     with pytest.raises(NosinkError, match=r'imblearn.over_sampling is missing.*pip install "nosink\[eval\]"'):
-        importlib.import_module("nosink.eval.tasks")
+        importlib.import_module("nosink.eval.classification")

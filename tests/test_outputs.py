@@ -37,7 +37,7 @@ def no_model_load(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("a model was loaded before the output path was checked")
 
     monkeypatch.setattr("nosink.encoder.Encoder.from_pretrained", refuse)
-    monkeypatch.setattr("nosink.eval.baselines.load_embedder", refuse)
+    monkeypatch.setattr("nosink.eval.embedders.load_embedder", refuse)
 
 
 def one_error_line(capsys: pytest.CaptureFixture[str], code: int, *needles: str) -> None:

@@ -12,9 +12,9 @@ import importlib
 from typing import Any
 
 _WHERE = {
-    "evaluate_sts": "nosink.eval.tasks",
-    "evaluate_classification": "nosink.eval.tasks",
-    "evaluate_domain": "nosink.eval.tasks",
+    "evaluate_sts": "nosink.eval.sts",
+    "evaluate_classification": "nosink.eval.classification",
+    "evaluate_domain": "nosink.eval.classification",
     "ner_probe": "nosink.eval.ner",
     "run_sweep": "nosink.eval.sweep",
     "attention_maps": "nosink.eval.sink",

@@ -15,15 +15,14 @@ but finds the instruction's tokens by character offsets and excludes them from p
 sentence-transformers model whose ``Pooling`` module has ``include_prompt=False`` excludes it, as
 sentence-transformers itself does.
 
-:func:`load_embedder` is the one entry point for the CLI: ``nosink:NAME`` (or a bare name),
-``st:NAME`` or ``hf:NAME``. :func:`describe_embedder` gives a small dict for result records.
+Loading an embedder from a spec string (``nosink:NAME``, ``st:NAME``, ``hf:NAME``) and describing
+it for result records is in :mod:`nosink.eval.embedders`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,30 +31,19 @@ import torch
 from tqdm.auto import tqdm
 
 from nosink.devices import resolve_device, resolve_dtype
-from nosink.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, PROGRESS_BAR_MIN_TEXTS, Encoder
+from nosink.encoder import DEFAULT_BATCH_SIZE, PROGRESS_BAR_MIN_TEXTS
 from nosink.errors import Choice, NosinkError, check_positive
+from nosink.eval.base import EmbedderKind, dtype_of, embedder_description
 from nosink.inputs import INSTRUCTION_TEMPLATE, check_texts
 from nosink.loading import ModelSource
-from nosink.plan import Plan
-from nosink.pooling import Pooling
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
-
-    from nosink.eval.base import Embedder
 
 logger = logging.getLogger(__name__)
 
 MTEB_EXTRA_HINT = 'pip install "nosink[mteb]"'
 _SANE_MAX_LENGTH = 1_000_000  # tokenizers without a limit report model_max_length = 1e30
-
-
-class EmbedderKind(str, Enum):
-    """The prefix of an embedder spec (``KIND:NAME``) for :func:`load_embedder`."""
-
-    NOSINK = "nosink"
-    SENTENCE_TRANSFORMERS = "st"
-    HF = "hf"
 
 
 class HFPooling(Choice):
@@ -224,12 +212,12 @@ class SentenceTransformerEmbedder:
 
     def describe(self) -> dict[str, Any]:
         """Kind, name, pooling, dtype, device, dim and max_length, for result records."""
-        return _description(
+        return embedder_description(
             EmbedderKind.SENTENCE_TRANSFORMERS,
             self.name,
             None,
             _st_pooling_mode(self.model),
-            _dtype_of(self.model),
+            dtype_of(self.model),
             self.device,
             self.dim,
         ) | {"max_length": self.max_length}
@@ -402,8 +390,8 @@ class HFMeanPoolEmbedder:
 
     def describe(self) -> dict[str, Any]:
         """Kind, name, pooling, dtype, device, dim and max_length, for result records."""
-        return _description(
-            EmbedderKind.HF, self.name, None, self.pooling.value, _dtype_of(self.model), self.device, self.dim
+        return embedder_description(
+            EmbedderKind.HF, self.name, None, self.pooling.value, dtype_of(self.model), self.device, self.dim
         ) | {"max_length": self.max_length}
 
 
@@ -421,153 +409,3 @@ def _effective_max_length(max_length: int, config: Any, tokenizer: Any) -> int:
     if isinstance(positions, int) and positions > 0:
         limits.append(positions)
     return min(limits)
-
-
-# ---------------------------------------------------------------- entry points
-
-
-def parse_spec(spec: str) -> tuple[EmbedderKind, str]:
-    """Split ``KIND:NAME`` into its kind and name; a bare name (or a path) is a nosink model.
-
-    Args:
-        spec: ``nosink:NAME``, ``st:NAME``, ``hf:NAME`` or a bare hub name / local path.
-
-    Returns:
-        The kind and the name or path.
-    """
-    if not isinstance(spec, str) or not spec.strip():
-        raise NosinkError(f"an embedder spec must be a non-empty string such as 'st:BAAI/bge-m3', got {spec!r}")
-    prefix, sep, rest = spec.partition(":")
-    if not sep or Path(spec).exists() or (len(prefix) == 1 and rest[:1] in ("\\", "/")):  # a path, e.g. C:\models
-        return EmbedderKind.NOSINK, spec
-    try:
-        kind = EmbedderKind(prefix.lower())
-    except ValueError:
-        known = ", ".join(f"{k.value}:" for k in EmbedderKind)
-        raise NosinkError(f"unknown embedder kind {prefix!r} in {spec!r}; use {known} or a bare model name") from None
-    if not rest.strip():
-        raise NosinkError(f"embedder spec {spec!r} names no model; write e.g. '{kind.value}:PATH_OR_NAME'")
-    return kind, rest
-
-
-def load_embedder(
-    spec: str,
-    *,
-    plan: Plan | str | None = None,
-    pooling: str | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | str = "auto",
-    max_length: int | None = None,
-) -> Embedder:
-    """Load an embedder from a spec string: the one entry point for the CLI.
-
-    Args:
-        spec: ``nosink:PATH_OR_NAME`` or a bare name (a decoder converted by nosink),
-            ``st:PATH_OR_NAME`` (a sentence-transformers model) or ``hf:PATH_OR_NAME``
-            (a plain transformers encoder with mean or CLS pooling).
-        plan: The nosink plan (nosink models only); default ``baseline``.
-        pooling: nosink: ``mean`` (default), ``weighted_mean``, ``last``, ``first``; hf: ``mean``
-            (default) or ``cls``; st: not allowed (the model's own Pooling module decides).
-        device: Where to run; default CUDA if available, else CPU.
-        dtype: ``auto`` (float32 on CPU, bfloat16/float16 on CUDA), ``float32``, ``bfloat16``, ``float16``.
-        max_length: Truncate texts at this many tokens (capped at the model's own limit); default 512
-            (for st: the model's own ``max_seq_length``).
-
-    Returns:
-        An object with ``encode(texts, *, instruction=None, batch_size=None, normalize=False, ...)``.
-    """
-    kind, name = parse_spec(spec)
-    if kind is EmbedderKind.NOSINK:
-        return Encoder.from_pretrained(
-            name,
-            plan=plan if plan is not None else "baseline",
-            pooling=pooling if pooling is not None else Pooling.MEAN,
-            dtype=dtype,
-            device=device,
-            max_length=max_length,
-        )
-    if plan is not None:
-        raise NosinkError(f"a plan applies only to nosink models (nosink:NAME), not to {spec!r}")
-    if kind is EmbedderKind.SENTENCE_TRANSFORMERS:
-        if pooling is not None:
-            raise NosinkError(
-                f"{spec!r} pools with its own sentence-transformers Pooling module; drop pooling, or use hf:{name}"
-            )
-        return SentenceTransformerEmbedder(name, device=device, dtype=dtype, max_length=max_length)
-    return HFMeanPoolEmbedder(
-        name,
-        pooling=pooling if pooling is not None else HFPooling.MEAN,
-        device=device,
-        dtype=dtype,
-        max_length=max_length if max_length is not None else DEFAULT_MAX_LENGTH,
-    )
-
-
-def describe_embedder(embedder: Embedder) -> dict[str, Any]:
-    """A small JSON-ready description of an embedder for result records.
-
-    Args:
-        embedder: A nosink ``Encoder``, a baseline wrapper, or any object with ``encode``.
-
-    Returns:
-        ``kind``, ``name``, ``plan``, ``pooling``, ``dtype``, ``device``, ``dim`` and ``max_length``
-        (None where unknown), plus the source: ``path`` (absolute, for a local folder) or
-        ``revision`` (the hub commit the weights came from, when transformers recorded it).
-    """
-    description = _describe(embedder)
-    name = description.get("name")
-    local = bool(name) and Path(str(name)).exists()
-    module = getattr(embedder, "base", None) or getattr(embedder, "model", None)
-    commit = getattr(getattr(module, "config", None), "_commit_hash", None)
-    return description | {"path": str(Path(str(name)).resolve()) if local else None, "revision": commit}
-
-
-def _describe(embedder: Embedder) -> dict[str, Any]:
-    if isinstance(embedder, Encoder):
-        return _description(
-            EmbedderKind.NOSINK,
-            embedder.name,
-            str(embedder.plan),
-            embedder.pooling.value,
-            _dtype_of(embedder.base),
-            embedder.device,
-            embedder.dim,
-        ) | {"max_length": embedder.max_length}
-    describe = getattr(embedder, "describe", None)
-    if callable(describe):
-        return dict(describe())
-    return {
-        "kind": type(embedder).__name__,
-        "name": getattr(embedder, "name", None),
-        "plan": None,
-        "pooling": None,
-        "dtype": None,
-        "device": None,
-        "dim": getattr(embedder, "dim", None),
-        "max_length": getattr(embedder, "max_length", None),
-    }
-
-
-def _description(
-    kind: EmbedderKind,
-    name: str,
-    plan: str | None,
-    pooling: str | None,
-    dtype: str | None,
-    device: torch.device,
-    dim: int,
-) -> dict[str, Any]:
-    return {
-        "kind": kind.value,
-        "name": str(name),
-        "plan": plan,
-        "pooling": pooling,
-        "dtype": dtype,
-        "device": str(device),
-        "dim": int(dim),
-    }
-
-
-def _dtype_of(module: torch.nn.Module) -> str | None:
-    parameter = next(iter(module.parameters()), None)
-    return None if parameter is None else str(parameter.dtype).removeprefix("torch.")

@@ -205,7 +205,7 @@ def _add_attention_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_eval_sts(args: argparse.Namespace) -> int:
     from nosink.eval.data import load_pairs
-    from nosink.eval.tasks import evaluate_sts
+    from nosink.eval.sts import evaluate_sts
 
     _check_outputs(args)  # before any work: a bad output path fails now, not after the run
     data = load_pairs(args.data, text_a=args.text_a, text_b=args.text_b, score=args.score, limit=args.limit)
@@ -216,8 +216,8 @@ def run_eval_sts(args: argparse.Namespace) -> int:
 
 
 def run_eval_classification(args: argparse.Namespace) -> int:
+    from nosink.eval.classification import evaluate_classification
     from nosink.eval.data import load_labeled
-    from nosink.eval.tasks import evaluate_classification
 
     _check_outputs(args)  # before any work: a bad output path fails now, not after the run
     train = load_labeled(args.train, text=args.text, label=args.label, limit=args.limit)
@@ -233,8 +233,8 @@ def run_eval_classification(args: argparse.Namespace) -> int:
 
 
 def run_eval_domain(args: argparse.Namespace) -> int:
+    from nosink.eval.classification import evaluate_domain
     from nosink.eval.data import load_labeled
-    from nosink.eval.tasks import evaluate_domain
 
     _check_outputs(args)  # before any work: a bad output path fails now, not after the run
     data = load_labeled(args.data, text=args.text, label=args.label, limit=args.limit)
@@ -245,7 +245,7 @@ def run_eval_domain(args: argparse.Namespace) -> int:
 
 
 def run_eval_ner(args: argparse.Namespace) -> int:
-    from nosink.eval.data import load_conll
+    from nosink.eval.conll import load_conll
     from nosink.eval.ner import ner_probe
 
     _check_outputs(args)  # before any work: a bad output path fails now, not after the run
@@ -258,7 +258,7 @@ def run_eval_ner(args: argparse.Namespace) -> int:
 
 
 def run_eval_mteb(args: argparse.Namespace) -> int:
-    from nosink.eval.mteb_adapter import check_hub_reachable, run_mteb
+    from nosink.eval.mteb_run import check_hub_reachable, run_mteb
 
     _check_outputs(args)  # before any work: a bad output path fails now, not after the run
     tasks = args.tasks if args.tasks == "paper15" else [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -330,7 +330,7 @@ def run_attention(args: argparse.Namespace) -> int:
 
 
 def _embedder(args: argparse.Namespace) -> Any:
-    from nosink.eval.baselines import load_embedder
+    from nosink.eval.embedders import load_embedder
 
     plan = None if args.plan == "baseline" else args.plan
     return load_embedder(
@@ -358,7 +358,8 @@ def _sts_instruction(args: argparse.Namespace) -> str | None:
     A baseline gets what it was trained with: all-MiniLM-L6-v2 scores 82.03 on STS-B test
     without an instruction (its published number) and 66.77 with the paper's E5 one.
     """
-    from nosink.eval.baselines import EmbedderKind, parse_spec
+    from nosink.eval.base import EmbedderKind
+    from nosink.eval.embedders import parse_spec
 
     if args.no_instruction:
         return None
@@ -431,7 +432,7 @@ def _write(
     timings: dict | None = None,
     sizes: dict | None = None,
 ) -> None:
-    from nosink.eval.baselines import describe_embedder
+    from nosink.eval.embedders import describe_embedder
     from nosink.eval.results import default_record_path, run_record, write_record
 
     record = run_record(

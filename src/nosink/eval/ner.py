@@ -33,7 +33,7 @@ from torch import nn
 
 from nosink.errors import Choice, NosinkError
 from nosink.eval.base import TaskResult, TokenEmbedder
-from nosink.eval.data import TaggedSentences
+from nosink.eval.conll import TaggedSentences
 from nosink.eval.metrics import entity_f1
 
 __all__ = ["LabelScheme", "LinearProbe", "TokenFeatures", "ner_features", "ner_probe", "score_probe", "train_probe"]

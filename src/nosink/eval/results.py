@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from nosink.eval.data import file_digest
+from nosink.eval.sources import file_digest
 from nosink.outputs import write_text_atomic
 
 DEFAULT_RECORD_FOLDER = "results"

@@ -80,7 +80,7 @@ class StsSweepTask:
         return [*self.texts_a, *self.texts_b]
 
     def score(self, features: np.ndarray) -> dict[str, float]:
-        from nosink.eval.tasks import sts_scores
+        from nosink.eval.sts import sts_scores
 
         n = len(self.texts_a)
         return sts_scores(features[:n], features[n:], self.gold)
@@ -103,7 +103,7 @@ class ClassificationSweepTask:
         return [*self.train_texts, *self.val_texts]
 
     def score(self, features: np.ndarray) -> dict[str, float]:
-        from nosink.eval.tasks import classification_scores
+        from nosink.eval.classification import classification_scores
 
         n = len(self.train_texts)
         return classification_scores(

@@ -1,27 +1,31 @@
-"""Sentence-level evaluators of the paper (docs/spec.md §6): STS, MTEB-style classification, domain classification.
+"""Classification protocols of the paper: MTEB-style classification (docs/spec.md §6) and domain classification (§4.1).
 
-Each task comes in two halves: ``*_scores`` scores precomputed embeddings (the k-sweep computes
-its own features and calls these), and ``evaluate_*`` embeds the texts with an
-:class:`~nosink.eval.base.Embedder` first and returns a :class:`~nosink.eval.base.TaskResult`
+Each comes in two halves: ``*_scores`` scores precomputed embeddings (the k-sweep computes its
+own features and calls :func:`classification_scores`), and ``evaluate_*`` embeds the texts with
+an :class:`~nosink.eval.base.Embedder` first and returns a :class:`~nosink.eval.base.TaskResult`
 with the metrics, the sizes and the time spent embedding and fitting.
 
-Needs the ``eval`` extra (scikit-learn, imbalanced-learn, scipy, seqeval).
+- :func:`mteb_undersample`, :func:`classification_scores`, :func:`evaluate_classification`:
+  MTEB's ``AbsTaskClassification`` (undersampled experiments, logistic regression);
+- :func:`domain_scores`, :func:`evaluate_domain`: a stratified split, SMOTE on the training split,
+  logistic regression.
+
+STS is in :mod:`nosink.eval.sts`. Needs the ``eval`` extra (scikit-learn, imbalanced-learn, scipy, seqeval).
 """
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from nosink.errors import NosinkError, check_positive
-from nosink.eval.base import Embedder, TaskResult
-from nosink.eval.data import LabeledTexts, PairsData
-from nosink.eval.metrics import classification_metrics, cosine_similarities, pearson_x100, spearman_x100
+from nosink.eval.base import Embedder, TaskResult, encode_checked, timed
+from nosink.eval.data import LabeledTexts
+from nosink.eval.metrics import classification_metrics
 
 try:
     from imblearn.over_sampling import SMOTE
@@ -42,9 +46,7 @@ __all__ = [
     "domain_scores",
     "evaluate_classification",
     "evaluate_domain",
-    "evaluate_sts",
     "mteb_undersample",
-    "sts_scores",
 ]
 
 # AbsTaskClassification defaults of mteb 2.x (also mteb 1.x); Banking77 and Emotion keep them.
@@ -52,68 +54,6 @@ MTEB_N_EXPERIMENTS = 10
 MTEB_SAMPLES_PER_LABEL = 8
 MTEB_SEED = 42
 MTEB_MAX_ITER = 100
-_T = TypeVar("_T")
-
-
-# -------------------------------------------------------------------- STS
-
-
-def sts_scores(emb_a: np.ndarray, emb_b: np.ndarray, gold: Sequence[float] | np.ndarray) -> dict[str, float]:
-    """Correlations ×100 between gold scores and the cosine similarities of paired embeddings.
-
-    Args:
-        emb_a: [N, D] embeddings of the first sentences.
-        emb_b: [N, D] embeddings of the second sentences.
-        gold: [N] gold scores.
-
-    Returns:
-        ``spearman`` (MTEB's STS main score, ``cosine_spearman``) and ``pearson``, both ×100.
-    """
-    similarities = cosine_similarities(emb_a, emb_b)  # [N]
-    return {"spearman": spearman_x100(gold, similarities), "pearson": pearson_x100(gold, similarities)}
-
-
-def evaluate_sts(
-    embedder: Embedder,
-    data: PairsData,
-    *,
-    instruction: str | None = None,
-    batch_size: int | None = None,
-    show_progress_bar: bool | None = None,
-    task: str = "sts",
-) -> TaskResult:
-    """Embed both sides of every pair and score them with :func:`sts_scores`.
-
-    Each distinct sentence is embedded once (a sentence's embedding does not depend on the
-    others in its batch). The paper gives every STS text the instruction "Retrieve semantically
-    similar text."; pass it as ``instruction`` to reproduce that.
-
-    Args:
-        embedder: The model (``nosink.Encoder`` or any :class:`~nosink.eval.base.Embedder`).
-        data: The pairs.
-        instruction: Task description put before every sentence (none by default).
-        batch_size: Texts per forward pass (the embedder's default when None).
-        show_progress_bar: Passed to the embedder.
-        task: The name recorded in the result.
-
-    Returns:
-        Metrics ``spearman``, ``pearson``; sizes ``pairs``, ``unique_texts``, ``dim``; timings
-        ``embed_s``, ``score_s``.
-    """
-    if len(data) < 2:
-        raise NosinkError(f"STS needs at least 2 pairs, got {len(data)}")
-    if len(set(data.scores)) == 1:
-        raise NosinkError(f"every gold score is {data.scores[0]}: a correlation with constant gold scores is undefined")
-    unique = list(dict.fromkeys([*data.texts_a, *data.texts_b]))
-    vectors, embed_s = _timed(
-        lambda: _encode(embedder, unique, instruction=instruction, batch_size=batch_size, progress=show_progress_bar)
-    )  # [U, D]
-    row_of = {text: row for row, text in enumerate(unique)}
-    emb_a = vectors[[row_of[text] for text in data.texts_a]]  # [N, D]
-    emb_b = vectors[[row_of[text] for text in data.texts_b]]  # [N, D]
-    metrics, score_s = _timed(lambda: sts_scores(emb_a, emb_b, data.scores))
-    sizes = {"pairs": len(data), "unique_texts": len(unique), "dim": int(vectors.shape[1])}
-    return TaskResult(task, metrics, sizes, {"embed_s": embed_s, "score_s": score_s})
 
 
 # -------------------------------------------------------------------- MTEB classification
@@ -273,7 +213,7 @@ def evaluate_classification(
         union = sorted(set().union(*selections))
 
     def embed() -> tuple[np.ndarray, np.ndarray]:
-        encode = lambda texts: _encode(  # noqa: E731
+        encode = lambda texts: encode_checked(  # noqa: E731
             embedder, texts, instruction=instruction, batch_size=batch_size, progress=show_progress_bar
         )
         sampled = encode([train.texts[i] for i in union])  # [U, D]
@@ -281,8 +221,8 @@ def evaluate_classification(
         train_x[union] = sampled
         return train_x, encode(test.texts)
 
-    (train_x, test_x), embed_s = _timed(embed)
-    metrics, fit_s = _timed(
+    (train_x, test_x), embed_s = timed(embed)
+    metrics, fit_s = timed(
         lambda: classification_scores(
             train_x,
             train.labels,
@@ -401,12 +341,12 @@ def evaluate_domain(
         ``train_after/<label>``; timings ``embed_s``, ``fit_s``.
     """
     _check_not_empty(data=data)
-    x, embed_s = _timed(
-        lambda: _encode(
+    x, embed_s = timed(
+        lambda: encode_checked(
             embedder, data.texts, instruction=instruction, batch_size=batch_size, progress=show_progress_bar
         )
     )
-    scores, fit_s = _timed(
+    scores, fit_s = timed(
         lambda: domain_scores(
             x,
             data.labels,
@@ -435,30 +375,6 @@ def evaluate_domain(
 
 
 # -------------------------------------------------------------------- helpers
-
-
-def _timed(function: Callable[[], _T]) -> tuple[_T, float]:
-    start = time.perf_counter()
-    result = function()
-    return result, time.perf_counter() - start
-
-
-def _encode(
-    embedder: Embedder,
-    texts: Sequence[str],
-    *,
-    instruction: str | None,
-    batch_size: int | None,
-    progress: bool | None,
-) -> np.ndarray:
-    """[N, D] float32 embeddings, checked for shape and finiteness."""
-    vectors = embedder.encode(list(texts), instruction=instruction, batch_size=batch_size, show_progress_bar=progress)
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape[0] != len(texts):
-        raise NosinkError(f"the embedder returned shape {vectors.shape} for {len(texts)} texts; expected [N, D]")
-    if not np.isfinite(vectors).all():
-        raise NosinkError("the embedder returned NaN or infinite values")
-    return vectors
 
 
 def _features(x: np.ndarray, y: Sequence[object], what: str) -> np.ndarray:
