@@ -61,6 +61,21 @@ def write_jsonl(path: Path, texts: list[str]) -> CorpusSource:
     return CorpusSource.open(path)
 
 
+def rag_with(tokenizer: Any, tmp_path: Path) -> RAG:
+    """A RAG over a tiny corpus with a tiny random Llama sized to ``tokenizer``'s vocabulary."""
+    model = tiny_model("llama", causal_lm=True)
+    model.resize_token_embeddings(len(tokenizer))
+    embed_corpus(
+        Encoder.from_model(model, tokenizer, plan=PLAN),
+        write_jsonl(tmp_path / "c.jsonl", CORPUS),
+        tmp_path / "corpus",
+        store_text=True,
+        show_progress_bar=False,
+    )
+    build_index(tmp_path / "corpus")
+    return RAG.from_corpus(model, tokenizer, tmp_path / "corpus")
+
+
 def load_chat() -> tuple[torch.nn.Module, Any]:
     if not STORIES.exists():
         pytest.skip("../shared/models/stories260k is not available")
@@ -203,18 +218,10 @@ def test_answer_is_the_models_own_greedy_generate(corpus: Path, chat) -> None:
 
 
 def test_chat_template_prompt_and_generate_kwargs(tmp_path: Path) -> None:
-    model = tiny_model("llama", causal_lm=True)
     tokenizer = tiny_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
-    embed_corpus(
-        Encoder.from_model(model, tokenizer, plan=PLAN),
-        write_jsonl(tmp_path / "c.jsonl", CORPUS),
-        tmp_path / "corpus",
-        store_text=True,
-        show_progress_bar=False,
-    )
-    build_index(tmp_path / "corpus")
-    rag = RAG.from_corpus(model, tokenizer, tmp_path / "corpus")
+    rag = rag_with(tokenizer, tmp_path)
+    model = rag.model
     assert rag.uses_chat_template
     question = "where did the cat sit"
     answer = rag.answer(question, k=2, max_new_tokens=8, repetition_penalty=1.3)
@@ -279,21 +286,6 @@ def test_refusals(tmp_path: Path, corpus: Path, reference: Encoder, chat) -> Non
 
 
 # -------------------------------------------------------------------- user text never becomes special tokens
-
-
-def rag_with(tokenizer: Any, tmp_path: Path) -> RAG:
-    """A RAG over a tiny corpus with a tiny random Llama sized to ``tokenizer``'s vocabulary."""
-    model = tiny_model("llama", causal_lm=True)
-    model.resize_token_embeddings(len(tokenizer))
-    embed_corpus(
-        Encoder.from_model(model, tokenizer, plan=PLAN),
-        write_jsonl(tmp_path / "c.jsonl", CORPUS),
-        tmp_path / "corpus",
-        store_text=True,
-        show_progress_bar=False,
-    )
-    build_index(tmp_path / "corpus")
-    return RAG.from_corpus(model, tokenizer, tmp_path / "corpus")
 
 
 def smollm2_tokenizer() -> Any:
