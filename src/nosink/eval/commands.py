@@ -59,6 +59,18 @@ examples:
       --texts sentences.txt --tokens 16 --detect --out attention/
 """
 
+_STUDY_EXAMPLES = """\
+The paper's study on one model: k and k0 chosen on validation data, the test set scored once
+(SICK-R, Emotion, Banking77, the domain protocol), sink ratios per layer and head. Each part is
+one record in OUT; a finished part is skipped when the command runs again. docs/real-models.md
+has the results on SmolLM2-135M-Instruct and Gemma-3-270M.
+
+examples:
+  M=$(nosink models pull smollm2-135m-instruct)
+  nosink study --model "$M" --data ../shared/data --out study/smollm2 --torch-threads 2
+  nosink study --model "$M" --data ../shared/data --out study/smollm2 --parts sinks,sts
+"""
+
 
 def add_commands(commands: argparse._SubParsersAction, make: SubparserFactory) -> None:
     """Register ``eval``, ``sweep`` and ``attention`` on the CLI's subcommands."""
@@ -81,6 +93,10 @@ def add_commands(commands: argparse._SubParsersAction, make: SubparserFactory) -
         handler=run_attention,
     )
     _add_attention_arguments(attention)
+    study = make(
+        commands, "study", summary="The paper's study on one model.", epilog=_STUDY_EXAMPLES, handler=run_study
+    )
+    _add_study_arguments(study)
 
 
 # -------------------------------------------------------------------- arguments
@@ -198,6 +214,18 @@ def _add_attention_arguments(parser: argparse.ArgumentParser) -> None:
         "--threshold", type=positive_float, default=2.0, help="sink = score >= threshold x uniform (default: 2.0)"
     )
     parser.add_argument("--out", default="attention", metavar="DIR", help="folder for the PNGs and sinks.json")
+
+
+def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    from nosink.eval.study import PARTS
+
+    parser.add_argument("--model", required=True, metavar="M", help="local model folder (or hub name)")
+    parser.add_argument("--data", required=True, metavar="DIR", help="folder with sick/, emotion/, banking77/")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the records and figures")
+    parser.add_argument("--parts", default=",".join(PARTS), metavar="P,P", help="default: %(default)s")
+    parser.add_argument("--ks", metavar="K,K", help="k grid (default: about nine values from 1 to L)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="default: %(default)s")
+    add_threads_option(parser)
 
 
 # -------------------------------------------------------------------- handlers
@@ -323,6 +351,23 @@ def run_attention(args: argparse.Namespace) -> int:
     sizes = {"texts": next(iter(maps.values())).n_texts}
     _write(args, "attention", encoder, report, [] if args.texts == "-" else [args.texts], settings, sizes=sizes)
     print(f"wrote {out / 'attention.png'}, sinks.png and sinks.json", file=sys.stderr)
+    return 0
+
+
+def run_study(args: argparse.Namespace) -> int:
+    from nosink.eval.study import StudyConfig
+    from nosink.eval.study import run_study as study
+
+    parts = tuple(part.strip() for part in args.parts.split(",") if part.strip())
+    ks = _int_list(args.ks, "--ks")
+    check_folder_target(args.out, flag="--out")
+    if not Path(args.data).is_dir():
+        raise NosinkError(f"--data {args.data!r} is not a folder")
+    config = StudyConfig(
+        args.model, Path(args.data), Path(args.out), parts, tuple(ks) if ks else None, batch_size=args.batch_size
+    )
+    paths = study(config, say=lambda line: print(line, file=sys.stderr, flush=True))
+    print("\n".join(str(path) for path in paths.values()))
     return 0
 
 

@@ -207,6 +207,38 @@ def _summed_maps(encoder: Encoder, ids: torch.Tensor, batch_size: int) -> np.nda
     return total
 
 
+def head_sink_ratios(
+    encoder: Encoder,
+    texts: Sequence[str],
+    *,
+    tokens: int = DEFAULT_TOKENS,
+    max_texts: int = DEFAULT_MAX_TEXTS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> np.ndarray:
+    """Per head, how much more than uniform every query row i >= 1 attends to token 0: [n_calls, H].
+
+    The score of a head is the mean over texts and rows i >= 1 of its attention on key 0; the
+    ratio divides it by :func:`uniform_sink` of the call's pattern. NaN where that is 0 (key 0 hidden).
+    Texts are cropped as in :func:`attention_maps`.
+    """
+    texts = check_texts(texts)
+    check_positive(tokens=tokens, max_texts=max_texts, batch_size=batch_size)
+    ids = _cropped_ids(encoder.tokenizer, texts, tokens, max_texts)  # [N, T]
+    sums: list[np.ndarray] = []  # per call: [H] summed over texts of the mean over rows i >= 1
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start : start + batch_size]  # [B, T]
+        for call, record in enumerate(encoder.attentions(chunk, torch.ones_like(chunk))):
+            on_key0 = record.weights.double()[:, :, 1:, 0].mean(dim=2).sum(dim=0).cpu().numpy()  # [B, H, T-1] -> [H]
+            if call == len(sums):
+                sums.append(np.zeros_like(on_key0))
+            sums[call] += on_key0
+    patterns = [str(row[1]) for row in encoder.schedule.rows()]
+    uniform = np.array([uniform_sink(pattern, tokens) for pattern in patterns])  # [n_calls]
+    scores = np.stack(sums) / len(ids)  # [n_calls, H]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(uniform[:, None] > 0, scores / uniform[:, None], np.nan)
+
+
 def _model_name(encoder: Encoder) -> str:
     return Path(encoder.name).name if Path(encoder.name).exists() else encoder.name
 

@@ -1,0 +1,415 @@
+"""The paper's study on one model: select k and k0 on validation data, score the test set once.
+
+``nosink study --model M --data ../shared/data --out study/M`` runs these parts, each written to
+``OUT/<part>.json`` (a run record) and, for sweeps, ``OUT/<part>.png`` (score against k):
+
+- ``sinks``: per-layer and per-head sink ratios of the unchanged model, and attention maps of the
+  baseline against a no-sink plan;
+- ``sts``: SICK-R, plans selected on SICK trial, scored on SICK test;
+- ``emotion`` and ``banking77``: MTEB classification, selected on validation data (Emotion's val;
+  a held-out part of Banking77's train), scored on test;
+- ``domain``: the paper's domain protocol (80/20, SMOTE) on Emotion's test texts, with the plan
+  that ``emotion`` selected.
+
+Every choice is made on validation data only; the test set is scored once, for the baseline, the
+selected plan and the best plan of every family on validation. Parts whose record exists with the
+same settings are skipped, so an interrupted study resumes; a record made with other settings is
+refused rather than mixed in. The cost estimate is printed before any part starts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nosink.encoder import Encoder
+from nosink.errors import NosinkError
+from nosink.eval.classification import classification_scores, domain_scores, mteb_undersample
+from nosink.eval.data import LabeledTexts, load_labeled, load_pairs
+from nosink.eval.results import package_versions
+from nosink.eval.sources import file_digest
+from nosink.eval.sts import sts_scores
+from nosink.eval.sweep import (
+    ClassificationSweepTask,
+    StsSweepTask,
+    SweepResult,
+    family_plans,
+    plot_sweep,
+    run_sweep,
+    sweep_features,
+)
+from nosink.outputs import write_text_atomic
+from nosink.plan import Plan
+
+PARTS = ("sinks", "sts", "emotion", "banking77", "domain")
+STS_INSTRUCTION = "Retrieve semantically similar text."
+# The paper's classification instructions (its Table 3, as in mteb_adapter.PAPER_INSTRUCTIONS).
+EMOTION_INSTRUCTION = "Classify the emotion expressed in the given Twitter message into one of the six emotions"
+BANKING_INSTRUCTION = "Given a online banking query, find the corresponding intents"
+STS_FAMILIES = (
+    "inplace-bidir",
+    "inplace-back",
+    "mask0-bidir",
+    "mask0-for",
+    "mask0-all",
+    "mask0&bidir",
+    "mask1-bidir",
+    "mask3-bidir",
+    "inter-bidir",
+    "inter-back",
+    "extra-bidir",
+    "extend-bidir",
+)
+CORE_FAMILIES = ("inplace-bidir", "inplace-back", "mask0-bidir", "mask0&bidir")
+_K_FRACTIONS = (0.07, 0.13, 0.2, 0.3, 0.4, 0.55, 0.7, 0.85, 1.0)
+
+
+def default_ks(num_layers: int) -> list[int]:
+    """About nine values of k from near 0 to L, denser at the top layers where the paper's optima lie."""
+    return sorted({max(1, round(num_layers * fraction)) for fraction in _K_FRACTIONS})
+
+
+@dataclass(frozen=True)
+class StudySizes:
+    """How much data each part uses: the cuts that make the study fit a few hours on 2 CPU cores."""
+
+    sts_val_pairs: int = 300  # of SICK trial's 500
+    sts_test_pairs: int = 1500  # of SICK test's 4,927
+    emotion_select_train_per_label: int = 16
+    emotion_val: int = 300  # of Emotion val's 2,000
+    banking_select_train_per_label: int = 8
+    banking_select_val_per_label: int = 3
+    k0s_sts: tuple[int, ...] = (1, 2, 4)
+    k0s_classification: tuple[int, ...] = (1, 2)
+    select_experiments: int = 3  # MTEB runs 10 on test; on a selection set already 8 per label, 3 reshuffles
+    sink_texts: int = 64
+    sink_tokens: int = 16
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """One study: the model folder, the data folder, where records go, and what to run."""
+
+    model: str
+    data: Path
+    out: Path
+    parts: tuple[str, ...] = PARTS
+    ks: tuple[int, ...] | None = None  # default: default_ks(L)
+    sizes: StudySizes = field(default_factory=StudySizes)
+    batch_size: int = 32
+
+    def settings(self, part: str, num_layers: int) -> dict[str, Any]:
+        """What a part's record must match to be reused."""
+        settings = {"part": part, "ks": list(self.ks or default_ks(num_layers)), "sizes": asdict(self.sizes)}
+        return json.loads(json.dumps(settings))  # as a record stores them: tuples become lists
+
+
+# -------------------------------------------------------------------- running
+
+
+def run_study(config: StudyConfig, *, say: Callable[[str], None] = print) -> dict[str, Path]:
+    """Run every part of ``config`` not already recorded; returns each part's record path."""
+    unknown = sorted(set(config.parts) - set(PARTS))
+    if unknown:
+        raise NosinkError(f"unknown study parts {unknown}; use some of {', '.join(PARTS)}")
+    config.out.mkdir(parents=True, exist_ok=True)
+    encoder = Encoder.from_pretrained(config.model)
+    ks = list(config.ks or default_ks(encoder.num_layers))
+    pending = [part for part in config.parts if not _done(config, part, encoder.num_layers)]
+    _print_estimate(config, encoder, ks, pending, say)
+    paths = {}
+    for part in config.parts:
+        path = config.out / f"{part}.json"
+        if part not in pending:
+            say(f"{part}: recorded earlier in {path}, skipped")
+        else:
+            started = time.perf_counter()
+            body = _PARTS[part](config, encoder, ks, say)
+            _write_record(config, encoder, part, body, time.perf_counter() - started)
+            say(f"{part}: done in {time.perf_counter() - started:.0f} s, {path}")
+        paths[part] = path
+    return paths
+
+
+def _done(config: StudyConfig, part: str, num_layers: int) -> bool:
+    path = config.out / f"{part}.json"
+    if not path.exists():
+        return False
+    recorded = json.loads(path.read_text(encoding="utf-8")).get("settings")
+    if recorded != config.settings(part, num_layers):
+        raise NosinkError(f"{path} was made with other settings; remove it to redo that part, or use another --out")
+    return True
+
+
+def _write_record(config: StudyConfig, encoder: Encoder, part: str, body: dict[str, Any], seconds: float) -> None:
+    record = {
+        "part": part,
+        "settings": config.settings(part, encoder.num_layers),
+        "model": _model_description(encoder),
+        "seconds": round(seconds, 1),
+        **body,
+        "versions": package_versions(),
+    }
+    write_text_atomic(config.out / f"{part}.json", json.dumps(record, indent=2, default=_jsonable) + "\n")
+
+
+def _model_description(encoder: Encoder) -> dict[str, Any]:
+    folder = Path(encoder.name)
+    convert = folder / "nosink-convert.json"
+    source = json.loads(convert.read_text()) if convert.is_file() else {}
+    return {
+        "name": folder.parent.name if folder.name == "transformers" else folder.name,
+        "gguf": source.get("gguf"),
+        "gguf_sha256": source.get("sha256"),
+        "layers": encoder.num_layers,
+        "dtype": encoder.dtype_name,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+# -------------------------------------------------------------------- cost
+
+
+def _print_estimate(
+    config: StudyConfig, encoder: Encoder, ks: list[int], pending: Sequence[str], say: Callable[[str], None]
+) -> None:
+    """Forward passes each part needs, in units of one pass of the unchanged model, times the measured speed."""
+    if not pending:
+        say("every part is recorded; nothing to run")
+        return
+    probe = load_pairs(config.data / "sick" / "SICK_trial.txt", limit=48)
+    encoder.encode(probe.texts_a[:8], instruction=STS_INSTRUCTION)  # warm-up
+    started = time.perf_counter()
+    encoder.encode(probe.texts_a + probe.texts_b, instruction=STS_INSTRUCTION, batch_size=config.batch_size)
+    speed = 96 / (time.perf_counter() - started)  # texts per second, unchanged model
+    total = 0.0
+    say(f"cost estimate ({encoder.num_layers} layers, {speed:.1f} texts/s measured, k in {ks}):")
+    for part in pending:
+        texts, passes = _part_cost(config, encoder.num_layers, ks, part)
+        seconds = texts * passes / speed
+        total += seconds
+        say(f"  {part:10s} {texts:6d} texts x {passes:5.1f} passes = {seconds / 60:5.1f} min")
+    say(f"  total      {total / 60:.0f} min of forward passes; classifier fits (emotion, banking77) come on top")
+
+
+def _part_cost(config: StudyConfig, num_layers: int, ks: list[int], part: str) -> tuple[int, float]:
+    sizes = config.sizes
+    if part == "sinks":
+        return sizes.sink_texts, 4.0  # eager attention of two plans, with weights
+    families, k0s = (STS_FAMILIES, sizes.k0s_sts) if part == "sts" else (CORE_FAMILIES, sizes.k0s_classification)
+    select = 1 + sum(plan.k for f in families for plan in family_plans(f, num_layers, ks=ks, k0s=k0s)) / num_layers
+    test = 1 + len(families) * 0.6  # baseline plus one plan per family, at their k
+    if part == "sts":
+        return 2 * sizes.sts_val_pairs + 2 * sizes.sts_test_pairs, (
+            select * 2 * sizes.sts_val_pairs + test * 2 * sizes.sts_test_pairs
+        ) / (2 * sizes.sts_val_pairs + 2 * sizes.sts_test_pairs)
+    if part == "emotion":
+        val = 6 * sizes.emotion_select_train_per_label + sizes.emotion_val
+        return val + 2500, (select * val + test * 2500) / (val + 2500)
+    if part == "banking77":
+        val = 77 * (sizes.banking_select_train_per_label + sizes.banking_select_val_per_label)
+        return val + 7000, (select * val + test * 7000) / (val + 7000)
+    return 2000, 2.0  # domain: the baseline and the selected plan
+
+
+# -------------------------------------------------------------------- parts
+
+
+def _sinks(config: StudyConfig, encoder: Encoder, ks: list[int], say: Callable[[str], None]) -> dict[str, Any]:
+    from nosink.eval.sink import attention_maps, head_sink_ratios, plot_attention_grid, plot_sink_scores, sink_scores
+
+    sizes = config.sizes
+    pairs = load_pairs(config.data / "sick" / "SICK_trial.txt")
+    texts = pairs.texts_a + pairs.texts_b
+    nosink = f"mask0-bidir:k={encoder.num_layers}"
+    options = {"tokens": sizes.sink_tokens, "max_texts": sizes.sink_texts}
+    maps = {plan: attention_maps(encoder.with_plan(plan), texts, **options) for plan in ("baseline", nosink)}
+    scores = {plan: sink_scores(m) for plan, m in maps.items()}
+    heads = head_sink_ratios(encoder, texts, **options)  # [L, H] for the unchanged model
+    plot_attention_grid(maps, config.out / "attention.png")
+    plot_sink_scores(scores, config.out / "sinks.png")
+    return {
+        "data": [_file(config.data / "sick" / "SICK_trial.txt")],
+        "layer_scores": {plan: s.to_json() for plan, s in scores.items()},
+        "head_ratios": heads,
+        "texts": maps["baseline"].n_texts,
+    }
+
+
+def _sts(config: StudyConfig, encoder: Encoder, ks: list[int], say: Callable[[str], None]) -> dict[str, Any]:
+    sizes = config.sizes
+    trial, test_file = config.data / "sick" / "SICK_trial.txt", config.data / "sick" / "SICK_test_annotated.txt"
+    val = load_pairs(trial, limit=sizes.sts_val_pairs)
+    test = load_pairs(test_file, limit=sizes.sts_test_pairs)
+    task = StsSweepTask(val.texts_a, val.texts_b, val.scores, instruction=STS_INSTRUCTION)
+    sweep = _select(config, encoder, task, STS_FAMILIES, ks, sizes.k0s_sts, "sts", "SICK-R (SICK trial)", say)
+
+    def score(features: np.ndarray) -> dict[str, float]:
+        n = len(test.texts_a)
+        return sts_scores(features[:n], features[n:], test.scores)
+
+    results = _score_test(config, encoder, sweep, test.texts_a + test.texts_b, STS_INSTRUCTION, score, say)
+    return {"data": [_file(trial), _file(test_file)], **results}
+
+
+def _emotion(config: StudyConfig, encoder: Encoder, ks: list[int], say: Callable[[str], None]) -> dict[str, Any]:
+    sizes = config.sizes
+    files = [config.data / "emotion" / name for name in ("train.txt", "val.txt", "test.txt")]
+    train, val, test = (load_labeled(path) for path in files)
+    select_train = _per_label(train, sizes.emotion_select_train_per_label)
+    select_val = val.select(range(min(sizes.emotion_val, len(val))))
+    task = ClassificationSweepTask(
+        select_train.texts,
+        select_train.labels,
+        select_val.texts,
+        select_val.labels,
+        instruction=EMOTION_INSTRUCTION,
+        n_experiments=sizes.select_experiments,
+    )
+    families, k0s = CORE_FAMILIES, sizes.k0s_classification
+    sweep = _select(config, encoder, task, families, ks, k0s, "emotion", "Emotion (val)", say)
+    results = _classification_test(config, encoder, sweep, train, test, EMOTION_INSTRUCTION, say)
+    return {"data": [_file(path) for path in files], **results}
+
+
+def _banking77(config: StudyConfig, encoder: Encoder, ks: list[int], say: Callable[[str], None]) -> dict[str, Any]:
+    sizes = config.sizes
+    files = [config.data / "banking77" / name for name in ("train.csv", "test.csv")]
+    train, test = (load_labeled(path) for path in files)
+    per_label = sizes.banking_select_train_per_label + sizes.banking_select_val_per_label
+    held = _per_label(train, per_label)  # the selection data: a part of train, never test
+    first = set(_first_per_label(held.labels, sizes.banking_select_train_per_label))
+    select_train = held.select(sorted(first))
+    select_val = held.select([index for index in range(len(held)) if index not in first])
+    task = ClassificationSweepTask(
+        select_train.texts,
+        select_train.labels,
+        select_val.texts,
+        select_val.labels,
+        instruction=BANKING_INSTRUCTION,
+        n_experiments=sizes.select_experiments,
+    )
+    families, k0s = CORE_FAMILIES, sizes.k0s_classification
+    sweep = _select(config, encoder, task, families, ks, k0s, "banking77", "Banking77 (held-out train)", say)
+    results = _classification_test(config, encoder, sweep, train, test, BANKING_INSTRUCTION, say)
+    return {"data": [_file(path) for path in files], **results}
+
+
+def _domain(config: StudyConfig, encoder: Encoder, ks: list[int], say: Callable[[str], None]) -> dict[str, Any]:
+    emotion = config.out / "emotion.json"
+    if not emotion.exists():
+        raise NosinkError("the domain part uses the plan that the emotion part selects; run --parts emotion first")
+    selected = json.loads(emotion.read_text(encoding="utf-8"))["selected"]
+    path = config.data / "emotion" / "test.txt"
+    data = load_labeled(path)
+    plans = [Plan(), Plan.parse(selected)] if selected != "baseline" else [Plan()]
+    say(f"domain: {len(data)} texts, plans {[str(p) for p in plans]}")
+    features = sweep_features(encoder, data.texts, plans, batch_size=config.batch_size)  # no instruction (§4.1)
+    test = {str(plan): domain_scores(feature, data.labels) for plan, feature in zip(plans, features, strict=True)}
+    return {"data": [_file(path)], "selected": selected, "test": test}
+
+
+_PARTS = {"sinks": _sinks, "sts": _sts, "emotion": _emotion, "banking77": _banking77, "domain": _domain}
+
+
+# -------------------------------------------------------------------- selection and test
+
+
+def _select(
+    config: StudyConfig,
+    encoder: Encoder,
+    task: Any,
+    families: Sequence[str],
+    ks: list[int],
+    k0s: Sequence[int],
+    name: str,
+    title: str,
+    say: Callable[[str], None],
+) -> SweepResult:
+    say(f"{name}: selecting on {len(task.texts())} texts, {len(families)} families, k in {ks}")
+    sweep = run_sweep(encoder, task, families, ks=ks, k0s=k0s, batch_size=config.batch_size)
+    plot_sweep(sweep, config.out / f"{name}.png", title=f"{_model_description(encoder)['name']}: {title}")
+    return sweep
+
+
+def _best_per_family(sweep: SweepResult) -> dict[str, str]:
+    best: dict[str, Any] = {}
+    for row in sweep.rows:
+        if row.family not in best or row.score > best[row.family].score:
+            best[row.family] = row
+    return {family: row.plan for family, row in best.items()}
+
+
+def _score_test(
+    config: StudyConfig,
+    encoder: Encoder,
+    sweep: SweepResult,
+    texts: list[str],
+    instruction: str | None,
+    score: Callable[[np.ndarray], dict[str, float]],
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    per_family = _best_per_family(sweep)
+    plans = list(dict.fromkeys(["baseline", sweep.best, *per_family.values()]))
+    say(f"test: {len(texts)} texts, {len(plans)} plans (baseline, selected, best of each family)")
+    features = sweep_features(encoder, texts, [Plan.parse(p) for p in plans], instruction=instruction)
+    return {
+        "validation": [asdict(row) for row in sweep.rows],
+        "validation_seconds": sweep.seconds,
+        "selected": sweep.best,
+        "best_per_family": per_family,
+        "test": {plan: score(feature) for plan, feature in zip(plans, features, strict=True)},
+    }
+
+
+def _classification_test(
+    config: StudyConfig,
+    encoder: Encoder,
+    sweep: SweepResult,
+    train: LabeledTexts,
+    test: LabeledTexts,
+    instruction: str,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """MTEB's protocol on test: only the union of the 10 undersampled training sets is embedded."""
+    union = sorted(set().union(*mteb_undersample(train.labels)))
+    subset = train.select(union)
+
+    def score(features: np.ndarray) -> dict[str, float]:
+        full = np.zeros((len(train), features.shape[1]), dtype=np.float32)  # rows outside the union are never used
+        full[union] = features[: len(union)]
+        return classification_scores(full, train.labels, features[len(union) :], test.labels)
+
+    results = _score_test(config, encoder, sweep, subset.texts + test.texts, instruction, score, say)
+    return {**results, "sizes": {"train_embedded": len(union), "test": len(test)}}
+
+
+def _per_label(data: LabeledTexts, count: int) -> LabeledTexts:
+    """The first ``count`` texts of every label, in file order (deterministic, no randomness)."""
+    return data.select(_first_per_label(data.labels, count))
+
+
+def _first_per_label(labels: Sequence[object], count: int) -> list[int]:
+    taken: dict[object, int] = {}
+    keep = []
+    for index, label in enumerate(labels):
+        if taken.get(label, 0) < count:
+            taken[label] = taken.get(label, 0) + 1
+            keep.append(index)
+    return keep
+
+
+def _file(path: Path) -> dict[str, Any]:
+    return {"path": str(path), "sha256": file_digest(path)}
