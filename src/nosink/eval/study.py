@@ -240,12 +240,33 @@ def _sinks(config: StudyConfig, encoder: Encoder, ks: list[int], say: Callable[[
     heads = head_sink_ratios(encoder, texts, **options)  # [L, H] for the unchanged model
     plot_attention_grid(maps, config.out / "attention.png")
     plot_sink_scores(scores, config.out / "sinks.png")
+    _plot_head_ratios(heads, config.out / "sink-heads.png", title=f"{_model_description(encoder)['name']}")
     return {
         "data": [_file(config.data / "sick" / "SICK_trial.txt")],
         "layer_scores": {plan: s.to_json() for plan, s in scores.items()},
         "head_ratios": heads,
         "texts": maps["baseline"].n_texts,
     }
+
+
+def _plot_head_ratios(ratios: np.ndarray, path: Path, *, title: str) -> None:
+    """A heatmap of the per-head sink ratios [L, H] of the unchanged model (log colour scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    layers, heads = ratios.shape
+    figure, axes = plt.subplots(figsize=(1.2 + 0.35 * heads, 1.2 + 0.22 * layers))
+    image = axes.imshow(np.clip(ratios, 0.05, None), aspect="auto", cmap="magma", norm=LogNorm(vmin=0.1, vmax=20))
+    axes.set_xlabel("head")
+    axes.set_ylabel("layer")
+    axes.set_title(f"{title}: attention on token 0 / uniform, per head", fontsize=9)
+    figure.colorbar(image, ax=axes, label="ratio (1 = uniform)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def _sts(config: StudyConfig, encoder: Encoder, ks: list[int], say: Callable[[str], None]) -> dict[str, Any]:
