@@ -1,6 +1,7 @@
 """The results tables of docs/real-models.md, built from the run records that ``nosink study`` wrote.
 
-    python benchmarks/study_tables.py docs/study/smollm2-135m-instruct docs/study/gemma-3-270m
+    python benchmarks/study_tables.py docs/study/smollm2-135m-instruct docs/study/gemma-3-270m \
+        --selected-json docs/study/selected-plans.json
 
 Prints markdown: the headline table (task x model: baseline and selected plan on test), the test
 score of the best plan of every family, the selected plans as JSON, and each part's time.
@@ -50,7 +51,7 @@ def headline(studies: dict[str, dict[str, dict[str, Any]]]) -> str:
 
 
 def families(studies: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """The test score of each family's best plan on validation (what the paper's family comparison shows)."""
+    """Each family's best plan on validation, its validation score, and its test score where it was scored."""
     out = []
     for part in ("sts", "emotion", "banking77"):
         for model, records in studies.items():
@@ -65,8 +66,9 @@ def families(studies: dict[str, dict[str, dict[str, Any]]]) -> str:
                 if family == "baseline":
                     continue
                 scale = 1 if part == "sts" else 100
-                test = _metric(part, record["test"][plan])
-                out.append(f"| {family} | `{plan}` | {scale * validation[plan]:.2f} | {test:.2f} |")
+                scores = record["test"].get(plan)  # the test set scores the core families only
+                test = "—" if scores is None else f"{_metric(part, scores):.2f}"
+                out.append(f"| {family} | `{plan}` | {scale * validation[plan]:.2f} | {test} |")
             out.append("")
     return "\n".join(out)
 
@@ -91,8 +93,11 @@ def timings(studies: dict[str, dict[str, dict[str, Any]]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path)
+    parser.add_argument("--selected-json", type=Path, metavar="PATH", help="also write the selected plans here")
     args = parser.parse_args()
     studies = {folder.name: load(folder) for folder in args.folders}
+    if args.selected_json:
+        args.selected_json.write_text(selected(studies) + "\n", encoding="utf-8")
     for title, text in (
         ("Headline", headline(studies)),
         ("Families", families(studies)),

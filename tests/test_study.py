@@ -64,7 +64,8 @@ def test_selection_uses_validation_only_and_test_scores_equal_the_evaluator(stud
     for plan in ("baseline", record["selected"]):
         expected = evaluate_sts(encoder.with_plan(plan), test, instruction=STS_INSTRUCTION).metrics["spearman"]
         assert record["test"][plan]["spearman"] == pytest.approx(expected, abs=1e-4)
-    assert set(record["best_per_family"].values()) <= set(record["test"])
+    core = {"inplace-bidir", "inplace-back", "mask0-bidir", "mask0&bidir"}
+    assert {plan for family, plan in record["best_per_family"].items() if family in core} <= set(record["test"])
 
 
 def test_sink_ratios_per_head_average_to_the_layer_scores(study) -> None:
@@ -107,5 +108,5 @@ def test_cli_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_default_k_grid() -> None:
-    assert default_ks(30) == [2, 4, 6, 9, 12, 16, 21, 26, 30]
-    assert default_ks(18)[-1] == 18 and default_ks(5) == [1, 2, 3, 4, 5]
+    assert default_ks(30) == [3, 8, 15, 22, 30]
+    assert default_ks(18) == [2, 4, 9, 14, 18] and default_ks(5) == [1, 2, 4, 5]
