@@ -19,6 +19,7 @@ from nosink.eval.ner import (
     LabelScheme,
     LinearProbe,
     TokenFeatures,
+    cross_validated_f1,
     ner_features,
     ner_probe,
     score_probe,
@@ -208,3 +209,34 @@ def test_truncation_is_scored(wikiann) -> None:
     assert result.metrics["words_without_token"] > 0
     # Lost words still count: every gold entity of the 30 sentences is scored (WikiANN: one B- each).
     assert result.metrics["true_entities"] == sum(tag.startswith("B-") for tags in test.tags[:30] for tag in tags)
+
+
+@needs_data
+def test_cross_validation_equals_probes_on_separately_encoded_folds(stories: Encoder, wikiann) -> None:
+    """Fold k of ``cross_validated_f1`` is the probe trained on the other sentences, encoded on their own."""
+    train, _ = wikiann
+    sentences = train.select(range(150))
+    features = quiet(ner_features, stories, sentences)
+    result = cross_validated_f1(features, sentences.tags, folds=3, epochs=10)
+    folds = [range(0, 50), range(50, 100), range(100, 150)]
+    expected = []
+    for held in folds:
+        rest = [s for s in range(150) if s not in held]
+        fit, scored = sentences.select(rest), sentences.select(list(held))
+        probe = train_probe(quiet(ner_features, stories, fit), fit.tags, epochs=10)
+        expected.append(score_probe(probe, quiet(ner_features, stories, scored), scored.tags))
+    assert result["f1"] == pytest.approx(100 * np.mean([e["f1"] for e in expected]), abs=1e-9)
+    assert result["precision"] == pytest.approx(100 * np.mean([e["precision"] for e in expected]), abs=1e-9)
+    assert result["f1_std"] == pytest.approx(100 * np.std([e["f1"] for e in expected]), abs=1e-9)
+    assert result["f1"] > 0  # stories260k finds some WikiANN entities
+
+
+def test_selecting_features_keeps_each_sentence_rows(stories: Encoder) -> None:
+    sentences = [["the", "cat"], ["a", "little", "girl", "named", "lily"], ["sun"]]
+    features = ner_features(stories, sentences)
+    picked = features.select([2, 0])
+    assert picked.n_words == [1, 2] and picked.word_ids == [features.word_ids[2], features.word_ids[0]]
+    np.testing.assert_array_equal(picked.states[picked.rows(0)], features.states[features.rows(2)])
+    np.testing.assert_array_equal(picked.states[picked.rows(1)], features.states[features.rows(0)])
+    with pytest.raises(NosinkError, match="folds"):
+        cross_validated_f1(features, [["O"] * 2, ["O"] * 5, ["O"]], folds=4)

@@ -11,7 +11,17 @@ from conftest import load_model, tiny_model, tiny_tokenizer
 from test_equivalence import batch
 
 from nosink import Encoder, NosinkError, Plan
-from nosink.eval.sweep import SweepResult, family_plans, plot_sweep, run_sweep, sweep_features
+from nosink.eval.conll import TaggedSentences
+from nosink.eval.ner import cross_validated_f1, ner_features
+from nosink.eval.sweep import (
+    NerSweepTask,
+    SweepResult,
+    family_plans,
+    plot_sweep,
+    run_sweep,
+    sweep_features,
+    sweep_token_features,
+)
 from nosink.runner import run_schedules
 
 TEXTS = [
@@ -131,3 +141,32 @@ def test_a_reference_family_is_compared_with_the_released_baseline(tmp_path) -> 
     released = encoder.with_plan("baseline:res=2").encode(TEXTS)
     assert result.rows[1].score == pytest.approx(float(np.linalg.norm(released, axis=1).mean()), abs=1e-4)
     plot_sweep(result, tmp_path / "sweep.png")
+
+
+WORDS = [text.split() for text in TEXTS]
+
+
+def test_token_sweep_states_equal_encode_tokens_per_plan() -> None:
+    encoder = Encoder.from_model(tiny_model("llama"), tiny_tokenizer())
+    plans = [Plan(), *family_plans("mask0&bidir", 4, k0s=[1]), *family_plans("inplace-back", 4, ks=[2])]
+    plans.append(Plan.parse("inter-bidir:k=2"))  # a plan that runs alone, not on the shared prefix
+    features = sweep_token_features(encoder, WORDS, plans, instruction="tag the names", batch_size=2)
+    for plan, feature in zip(plans, features, strict=True):
+        alone = ner_features(encoder.with_plan(plan), WORDS, instruction="tag the names")
+        np.testing.assert_allclose(feature.states, alone.states, atol=1e-5, rtol=0, err_msg=str(plan))
+        np.testing.assert_array_equal(feature.offsets, alone.offsets)
+        assert feature.word_ids == alone.word_ids and feature.n_words == alone.n_words
+    assert not np.allclose(features[0].states, features[1].states)
+
+
+def test_run_sweep_scores_a_token_task_with_each_plan_features() -> None:
+    encoder = Encoder.from_model(tiny_model("llama"), tiny_tokenizer())
+    tags = [["O"] * len(words) for words in WORDS]
+    tags[1][4], tags[3][0] = "B-PER", "B-LOC"  # lily, sun
+    task = NerSweepTask(TaggedSentences(WORDS, tags), folds=2)
+    result = run_sweep(encoder, task, ["inplace-bidir"], ks=[2, 4])
+    assert [row.plan for row in result.rows] == ["baseline", "inplace-bidir:k=2", "inplace-bidir:k=4"]
+    for row in result.rows:
+        expected = cross_validated_f1(ner_features(encoder.with_plan(row.plan), WORDS), tags, folds=2)
+        assert row.metrics == pytest.approx(expected, abs=1e-6)
+        assert row.score == row.metrics["f1"]

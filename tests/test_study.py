@@ -11,9 +11,20 @@ from conftest import SHARED, STORIES
 
 from nosink import Encoder, NosinkError
 from nosink.cli import main
-from nosink.eval.data import load_pairs
+from nosink.eval.classification import evaluate_classification
+from nosink.eval.conll import load_conll
+from nosink.eval.data import load_labeled, load_pairs
+from nosink.eval.ner import cross_validated_f1, ner_features, ner_probe
 from nosink.eval.sts import evaluate_sts
-from nosink.eval.study import STS_INSTRUCTION, StudyConfig, StudySizes, default_ks, run_study
+from nosink.eval.study import (
+    BANKING_INSTRUCTION,
+    STS_INSTRUCTION,
+    NerSizes,
+    StudyConfig,
+    StudySizes,
+    default_ks,
+    run_study,
+)
 
 DATA = SHARED / "data"
 pytestmark = [
@@ -30,6 +41,7 @@ SIZES = StudySizes(
     k0s_sts=(1, 2),
     sink_texts=8,
 )
+NER = NerSizes(folds=2, wnut17_dev=60, wnut17_test=40, wikiann_dev=80, wikiann_test=40, k0s=(1,))
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +122,75 @@ def test_cli_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_default_k_grid() -> None:
     assert default_ks(30) == [3, 8, 15, 22, 30]
     assert default_ks(18) == [2, 4, 9, 14, 18] and default_ks(5) == [1, 2, 4, 5]
+
+
+# -------------------------------------------------------------------- banking77 and the NER parts
+
+
+def banking_subset(folder: Path, labels: int, per_label: dict[str, int]) -> Path:
+    """A Banking77 folder with the first ``labels`` intents and the first rows of each (the fits stay fast)."""
+    import csv
+
+    (folder / "banking77").mkdir(parents=True)
+    for split, count in per_label.items():
+        with open(DATA / "banking77" / f"{split}.csv", newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        kept_labels = list(dict.fromkeys(row["category"] for row in rows))[:labels]
+        kept = [r for label in kept_labels for r in [row for row in rows if row["category"] == label][:count]]
+        with open(folder / "banking77" / f"{split}.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["text", "category"])
+            writer.writeheader()
+            writer.writerows(kept)
+    for name in ("sick", "wnut17", "wikiann-en"):  # SICK trial: the speed probe of the cost estimate
+        (folder / name).symlink_to(DATA / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def more(tmp_path_factory: pytest.TempPathFactory) -> tuple[StudyConfig, dict[str, Path]]:
+    data = banking_subset(tmp_path_factory.mktemp("data"), 10, {"train": 12, "test": 6})
+    out = tmp_path_factory.mktemp("study-more")
+    parts = ("banking77", "wnut17", "wikiann")
+    config = StudyConfig(str(STORIES), data, out, parts=parts, ks=(2, 5), sizes=SIZES, ner=NER)
+    return config, run_study(config, say=lambda line: None)
+
+
+def test_banking77_selects_on_train_and_scores_test_as_the_evaluator(more) -> None:
+    config, paths = more
+    record = json.loads(paths["banking77"].read_text())
+    assert record["selected"] == max(record["validation"], key=lambda row: row["score"])["plan"]
+    assert record["sizes"] == {"train_embedded": 10 * 12, "test": 10 * 6}
+    encoder = Encoder.from_pretrained(str(STORIES))
+    train, test = (load_labeled(config.data / "banking77" / name) for name in ("train.csv", "test.csv"))
+    for plan in ("baseline", record["selected"]):
+        result = evaluate_classification(encoder.with_plan(plan), train, test, instruction=BANKING_INSTRUCTION)
+        # The study embeds train and test in one length-sorted run: float noise may flip one test text at most.
+        assert record["test"][plan]["accuracy"] == pytest.approx(result.metrics["accuracy"], abs=1.01 / len(test))
+
+
+@pytest.mark.parametrize(
+    ("part", "dev_file", "test_file"),
+    [
+        ("wnut17", "wnut17/emerging.dev.conll", "wnut17/emerging.test.annotated"),
+        ("wikiann", "wikiann-en/dev", "wikiann-en/test"),
+    ],
+)
+def test_ner_parts_select_by_cross_validation_and_score_test_as_the_probe(
+    more, part: str, dev_file: str, test_file: str
+) -> None:
+    config, paths = more
+    record = json.loads(paths[part].read_text())
+    limits = (getattr(NER, f"{part}_dev"), getattr(NER, f"{part}_test"))
+    dev, test = (load_conll(DATA / f, limit=n) for f, n in zip((dev_file, test_file), limits, strict=True))
+    assert record["sizes"] == {"dev": len(dev), "test": len(test)} and record["settings"]["ner"]["folds"] == 2
+    rows = record["validation"]
+    assert record["selected"] == max(rows, key=lambda row: row["score"])["plan"]
+    assert {row["k"] for row in rows if row["family"] != "baseline"} == {2, 5}
+    encoder = Encoder.from_pretrained(str(STORIES))
+    row = next(row for row in rows if row["plan"] == "mask0-bidir:k=2")
+    expected = cross_validated_f1(ner_features(encoder.with_plan(row["plan"]), dev), dev.tags, folds=2)
+    assert row["score"] == pytest.approx(expected["f1"], abs=1e-6)
+    for plan in ("baseline", record["selected"]):
+        result = ner_probe(encoder.with_plan(plan), dev, test)
+        assert record["test"][plan]["f1"] == pytest.approx(100 * result.metrics["f1"], abs=1e-6)
+    assert (config.out / f"{part}.png").exists()

@@ -284,23 +284,55 @@ class Encoder:
         Each item is a string, or a list of words (joined with single spaces; ``word_ids`` then
         maps every token to its word). Needs a fast tokenizer for character offsets.
         """
+        (encodings,) = self.encode_tokens_with(
+            texts,
+            run=lambda batch: [self._states(batch)],
+            instruction=instruction,
+            batch_size=batch_size,
+            max_tokens_per_batch=max_tokens_per_batch,
+            show_progress_bar=show_progress_bar,
+        )
+        return encodings
+
+    # ---------------------------------------------------------------- lower level
+
+    def encode_tokens_with(
+        self,
+        texts: Sequence[str] | Sequence[Sequence[str]],
+        *,
+        run: Callable[[Batch], Sequence[torch.Tensor]],
+        instruction: str | None = None,
+        batch_size: int | None = None,
+        max_tokens_per_batch: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> list[list[TokenEncoding]]:
+        """:meth:`encode_tokens` for several outputs of one forward pass (a shared-prefix sweep's plans).
+
+        ``run(batch)`` returns the final states [B, T, D] of every output, in the same order each
+        batch; the result holds one list of encodings per output.
+        """
         items = check_texts(texts, allow_words=True)
         if not getattr(self.tokenizer, "is_fast", False):
             raise NosinkError("encode_tokens needs a fast tokenizer (character offsets); load one with use_fast=True")
         strings = [item if isinstance(item, str) else " ".join(item) for item in items]
         rows = self.tokenize(strings, instruction=instruction, offsets=True)
-        states_of: dict[int, np.ndarray] = {}
-        run = self.run_batches(
-            rows, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, show_progress_bar=show_progress_bar
+        states_of: list[dict[int, np.ndarray]] = []  # per output: text index -> [n_tokens, D]
+        batched = self.run_batches(
+            rows,
+            batch_size=batch_size,
+            max_tokens_per_batch=max_tokens_per_batch,
+            show_progress_bar=show_progress_bar,
+            run=run,
         )
-        for batch, states in run:
-            for b, index in enumerate(batch.indices):
-                states_of[index] = states[b][batch.text_mask[b]].float().cpu().numpy()  # [n_tokens, D]
+        for batch, outputs in batched:
+            states_of = states_of or [{} for _ in outputs]
+            for output, states in zip(states_of, outputs, strict=True):
+                for b, index in enumerate(batch.indices):
+                    output[index] = states[b][batch.text_mask[b]].float().cpu().numpy()  # [n_tokens, D]
         return [
-            _token_encoding(strings[i], item, rows[i], states_of[i], self.tokenizer) for i, item in enumerate(items)
+            [_token_encoding(strings[i], item, rows[i], output[i], self.tokenizer) for i, item in enumerate(items)]
+            for output in states_of
         ]
-
-    # ---------------------------------------------------------------- lower level
 
     def tokenize(
         self, texts: list[str], *, instruction: str | None = None, offsets: bool = False, warn: bool = True

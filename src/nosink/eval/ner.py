@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,7 +37,20 @@ from nosink.eval.base import TaskResult, TokenEmbedder
 from nosink.eval.conll import TaggedSentences
 from nosink.eval.metrics import entity_f1
 
-__all__ = ["LabelScheme", "LinearProbe", "TokenFeatures", "ner_features", "ner_probe", "score_probe", "train_probe"]
+if TYPE_CHECKING:
+    from nosink.encoder import TokenEncoding
+
+__all__ = [
+    "LabelScheme",
+    "LinearProbe",
+    "TokenFeatures",
+    "cross_validated_f1",
+    "ner_features",
+    "ner_probe",
+    "score_probe",
+    "token_features",
+    "train_probe",
+]
 
 IGNORE = -100  # target of sub-tokens the loss skips (torch's CrossEntropyLoss default ignore_index)
 OUTSIDE = "O"
@@ -73,6 +87,16 @@ class TokenFeatures:
         """Row indices [n_s] of one sentence's sub-tokens in ``states``."""
         return np.arange(self.offsets[sentence], self.offsets[sentence + 1])
 
+    def select(self, sentences: Sequence[int]) -> TokenFeatures:
+        """The features of some sentences, in the order given."""
+        rows = [self.rows(s) for s in sentences]
+        lengths = [len(r) for r in rows]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # [S' + 1]
+        states = self.states[np.concatenate(rows)] if rows else self.states[:0]  # [T', D]
+        return TokenFeatures(
+            states, offsets, [self.word_ids[s] for s in sentences], [self.n_words[s] for s in sentences]
+        )
+
 
 @dataclass(eq=False)
 class LinearProbe:
@@ -107,12 +131,22 @@ def ner_features(
     Returns:
         The states and the word of each sub-token.
     """
-    words = sentences.tokens if isinstance(sentences, TaggedSentences) else [list(s) for s in sentences]
-    if not words:
-        raise NosinkError("no sentences to encode")
+    words = _words(sentences)
     encodings = embedder.encode_tokens(
         words, instruction=instruction, batch_size=batch_size, show_progress_bar=show_progress_bar
     )
+    return token_features(encodings, words)
+
+
+def _words(sentences: TaggedSentences | Sequence[Sequence[str]]) -> list[list[str]]:
+    words = sentences.tokens if isinstance(sentences, TaggedSentences) else [list(s) for s in sentences]
+    if not words:
+        raise NosinkError("no sentences to encode")
+    return words
+
+
+def token_features(encodings: Sequence[TokenEncoding], words: Sequence[Sequence[str]]) -> TokenFeatures:
+    """One :class:`TokenFeatures` from the token encodings of sentences given as lists of ``words``."""
     if len(encodings) != len(words):
         raise NosinkError(f"the embedder returned {len(encodings)} encodings for {len(words)} sentences")
     for index, encoding in enumerate(encodings):
@@ -291,6 +325,30 @@ def score_probe(probe: LinearProbe, features: TokenFeatures, tags: Sequence[Sequ
             gold_sequences.append([str(labels[p]) for p in kept])
             pred_sequences.append([predicted[s][p] for p in kept])
     return {**entity_f1(gold_sequences, pred_sequences), "words_without_token": float(lost)}
+
+
+def cross_validated_f1(
+    features: TokenFeatures, tags: Sequence[Sequence[str]], *, folds: int = 4, **probe: Any
+) -> dict[str, float]:
+    """Entity F1 ×100 of probes trained on all contiguous folds of the sentences but one, scored on that one.
+
+    Used to choose a plan on a single labelled split (a dev set) without touching test data.
+    ``probe`` holds :func:`train_probe` settings.
+
+    Returns:
+        ``f1`` (mean over folds), ``f1_std``, ``precision`` and ``recall`` (means), all ×100.
+    """
+    _check_aligned(features, tags)
+    if not 2 <= folds <= len(features):
+        raise NosinkError(f"folds must be 2..{len(features)} (the number of sentences), not {folds}")
+    parts = np.array_split(np.arange(len(features)), folds)
+    scores = []
+    for held in parts:
+        train = np.setdiff1d(np.arange(len(features)), held)
+        fitted = train_probe(features.select(train), [tags[s] for s in train], **probe)
+        scores.append(score_probe(fitted, features.select(held), [tags[s] for s in held]))
+    mean = {name: 100 * float(np.mean([score[name] for score in scores])) for name in ("f1", "precision", "recall")}
+    return {**mean, "f1_std": 100 * float(np.std([score["f1"] for score in scores]))}
 
 
 def ner_probe(

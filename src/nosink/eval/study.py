@@ -9,7 +9,9 @@
 - ``emotion`` and ``banking77``: MTEB classification, selected on validation data (Emotion's val;
   a held-out part of Banking77's train), scored on test;
 - ``domain``: the paper's domain protocol (80/20, SMOTE) on Emotion's test texts, with the plan
-  that ``emotion`` selected.
+  that ``emotion`` selected;
+- ``wnut17`` and ``wikiann``: the linear NER probe on per-token states (dev → test): plans selected
+  by cross-validation on dev, then a probe trained on the whole dev set is scored on test.
 
 Every choice is made on validation data only; the test set is scored once, for the baseline, the
 selected plan and the best plan on validation of each core family (inplace-bidir, inplace-back,
@@ -33,23 +35,29 @@ import numpy as np
 from nosink.encoder import Encoder
 from nosink.errors import NosinkError
 from nosink.eval.classification import classification_scores, domain_scores, mteb_undersample
+from nosink.eval.conll import load_conll
 from nosink.eval.data import LabeledTexts, load_labeled, load_pairs
+from nosink.eval.ner import TokenFeatures, score_probe, train_probe
 from nosink.eval.results import package_versions
 from nosink.eval.sources import file_digest
 from nosink.eval.sts import sts_scores
 from nosink.eval.sweep import (
     ClassificationSweepTask,
+    NerSweepTask,
     StsSweepTask,
     SweepResult,
+    TokenSweepTask,
     family_plans,
     plot_sweep,
     run_sweep,
     sweep_features,
+    sweep_token_features,
 )
 from nosink.outputs import write_text_atomic
 from nosink.plan import Plan
 
-PARTS = ("sinks", "sts", "emotion", "banking77", "domain")
+PARTS = ("sinks", "sts", "emotion", "banking77", "domain", "wnut17", "wikiann")
+NER_PARTS = ("wnut17", "wikiann")
 STS_INSTRUCTION = "Retrieve semantically similar text."
 # The paper's classification instructions (its Table 3, as in mteb_adapter.PAPER_INSTRUCTIONS).
 EMOTION_INSTRUCTION = "Classify the emotion expressed in the given Twitter message into one of the six emotions"
@@ -95,6 +103,18 @@ class StudySizes:
 
 
 @dataclass(frozen=True)
+class NerSizes:
+    """The NER parts' data and selection: a part of their own, so that adding them left earlier records valid."""
+
+    folds: int = 4  # cross-validation on dev chooses the plan
+    wnut17_dev: int | None = None  # all 1,009 sentences
+    wnut17_test: int | None = None  # all 1,287
+    wikiann_dev: int | None = 2000  # of 10,000
+    wikiann_test: int | None = 2000  # of 10,000
+    k0s: tuple[int, ...] = (1, 2)
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """One study: the model folder, the data folder, where records go, and what to run."""
 
@@ -104,11 +124,14 @@ class StudyConfig:
     parts: tuple[str, ...] = PARTS
     ks: tuple[int, ...] | None = None  # default: default_ks(L)
     sizes: StudySizes = field(default_factory=StudySizes)
+    ner: NerSizes = field(default_factory=NerSizes)
     batch_size: int = 32
 
     def settings(self, part: str, num_layers: int) -> dict[str, Any]:
         """What a part's record must match to be reused."""
         settings = {"part": part, "ks": list(self.ks or default_ks(num_layers)), "sizes": asdict(self.sizes)}
+        if part in NER_PARTS:
+            settings["ner"] = asdict(self.ner)
         return json.loads(json.dumps(settings))  # as a record stores them: tuples become lists
 
 
@@ -202,7 +225,7 @@ def _print_estimate(
         seconds = texts * passes / speed
         total += seconds
         say(f"  {part:10s} {texts:6d} texts x {passes:5.1f} passes = {seconds / 60:5.1f} min")
-    say(f"  total      {total / 60:.0f} min of forward passes; classifier fits (emotion, banking77) come on top")
+    say(f"  total      {total / 60:.0f} min of forward passes; classifier and probe fits come on top")
 
 
 def _plan_passes(plan: Plan, num_layers: int) -> float:
@@ -218,6 +241,7 @@ def _part_cost(config: StudyConfig, num_layers: int, ks: list[int], part: str) -
     if part == "sinks":
         return sizes.sink_texts, 4.0  # eager attention of two plans, with weights
     families, k0s = (STS_FAMILIES, sizes.k0s_sts) if part == "sts" else (CORE_FAMILIES, sizes.k0s_classification)
+    k0s = config.ner.k0s if part in NER_PARTS else k0s
     plans = [plan for f in families for plan in family_plans(f, num_layers, ks=ks, k0s=k0s)]
     select = 1 + sum(_plan_passes(plan, num_layers) for plan in plans)
     test = 1 + (len(CORE_FAMILIES) + 1) * 0.6  # baseline, the selected plan and one per core family, at their k
@@ -231,7 +255,16 @@ def _part_cost(config: StudyConfig, num_layers: int, ks: list[int], part: str) -
     if part == "banking77":
         val = 77 * (sizes.banking_select_train_per_label + sizes.banking_select_val_per_label)
         return val + 7000, (select * val + test * 7000) / (val + 7000)
+    if part in NER_PARTS:  # sentences counted as texts
+        dev, test_count = _ner_counts(config, part)
+        return dev + test_count, (select * dev + test * (dev + test_count)) / (dev + test_count)
     return 2000, 2.0  # domain: the baseline and the selected plan
+
+
+def _ner_counts(config: StudyConfig, part: str) -> tuple[int, int]:
+    full = {"wnut17": (1009, 1287), "wikiann": (10000, 10000)}[part]
+    dev, test = (getattr(config.ner, f"{part}_{split}") for split in ("dev", "test"))
+    return min(full[0], dev or full[0]), min(full[1], test or full[1])
 
 
 # -------------------------------------------------------------------- parts
@@ -291,28 +324,21 @@ def _sts(config: StudyConfig, encoder: Encoder, ks: list[int], say: Callable[[st
         n = len(test.texts_a)
         return sts_scores(features[:n], features[n:], test.scores)
 
-    results = _score_test(config, encoder, sweep, test.texts_a + test.texts_b, STS_INSTRUCTION, score, say)
+    texts = test.texts_a + test.texts_b
+    features = _text_features(encoder, texts, STS_INSTRUCTION)
+    results = _score_test(config, encoder, sweep, features, len(texts), score, say)
     return {"data": [_file(trial), _file(test_file)], **results}
 
 
 def _emotion(config: StudyConfig, encoder: Encoder, ks: list[int], say: Callable[[str], None]) -> dict[str, Any]:
-    sizes = config.sizes
     files = [config.data / "emotion" / name for name in ("train.txt", "val.txt", "test.txt")]
     train, val, test = (load_labeled(path) for path in files)
-    select_train = _per_label(train, sizes.emotion_select_train_per_label)
-    select_val = val.select(range(min(sizes.emotion_val, len(val))))
-    task = ClassificationSweepTask(
-        select_train.texts,
-        select_train.labels,
-        select_val.texts,
-        select_val.labels,
-        instruction=EMOTION_INSTRUCTION,
-        n_experiments=sizes.select_experiments,
+    select_train = _per_label(train, config.sizes.emotion_select_train_per_label)
+    select_val = val.select(range(min(config.sizes.emotion_val, len(val))))
+    selection = (select_train, select_val, "Emotion (val)")
+    return _classification_part(
+        config, encoder, ks, say, "emotion", files, (train, test), selection, EMOTION_INSTRUCTION
     )
-    families, k0s = CORE_FAMILIES, sizes.k0s_classification
-    sweep = _select(config, encoder, task, families, ks, k0s, "emotion", "Emotion (val)", say)
-    results = _classification_test(config, encoder, sweep, train, test, EMOTION_INSTRUCTION, say)
-    return {"data": [_file(path) for path in files], **results}
 
 
 def _banking77(config: StudyConfig, encoder: Encoder, ks: list[int], say: Callable[[str], None]) -> dict[str, Any]:
@@ -324,17 +350,35 @@ def _banking77(config: StudyConfig, encoder: Encoder, ks: list[int], say: Callab
     first = set(_first_per_label(held.labels, sizes.banking_select_train_per_label))
     select_train = held.select(sorted(first))
     select_val = held.select([index for index in range(len(held)) if index not in first])
+    selection = (select_train, select_val, "Banking77 (held-out train)")
+    return _classification_part(
+        config, encoder, ks, say, "banking77", files, (train, test), selection, BANKING_INSTRUCTION
+    )
+
+
+def _classification_part(
+    config: StudyConfig,
+    encoder: Encoder,
+    ks: list[int],
+    say: Callable[[str], None],
+    name: str,
+    files: list[Path],
+    splits: tuple[LabeledTexts, LabeledTexts],
+    selection: tuple[LabeledTexts, LabeledTexts, str],
+    instruction: str,
+) -> dict[str, Any]:
+    """Select on ``selection`` (select_train, select_val, title); score ``splits`` (train, test) as MTEB does."""
+    select_train, select_val, title = selection
     task = ClassificationSweepTask(
         select_train.texts,
         select_train.labels,
         select_val.texts,
         select_val.labels,
-        instruction=BANKING_INSTRUCTION,
-        n_experiments=sizes.select_experiments,
+        instruction=instruction,
+        n_experiments=config.sizes.select_experiments,
     )
-    families, k0s = CORE_FAMILIES, sizes.k0s_classification
-    sweep = _select(config, encoder, task, families, ks, k0s, "banking77", "Banking77 (held-out train)", say)
-    results = _classification_test(config, encoder, sweep, train, test, BANKING_INSTRUCTION, say)
+    sweep = _select(config, encoder, task, CORE_FAMILIES, ks, config.sizes.k0s_classification, name, title, say)
+    results = _classification_test(config, encoder, sweep, *splits, instruction, say)
     return {"data": [_file(path) for path in files], **results}
 
 
@@ -352,7 +396,53 @@ def _domain(config: StudyConfig, encoder: Encoder, ks: list[int], say: Callable[
     return {"data": [_file(path)], "selected": selected, "test": test}
 
 
-_PARTS = {"sinks": _sinks, "sts": _sts, "emotion": _emotion, "banking77": _banking77, "domain": _domain}
+def _wnut17(config: StudyConfig, encoder: Encoder, ks: list[int], say: Callable[[str], None]) -> dict[str, Any]:
+    folder = config.data / "wnut17"
+    files = (folder / "emerging.dev.conll", folder / "emerging.test.annotated")
+    return _ner_part(config, encoder, ks, say, "wnut17", files, "WNUT17 (dev, cross-validated)")
+
+
+def _wikiann(config: StudyConfig, encoder: Encoder, ks: list[int], say: Callable[[str], None]) -> dict[str, Any]:
+    files = (config.data / "wikiann-en" / "dev", config.data / "wikiann-en" / "test")
+    return _ner_part(config, encoder, ks, say, "wikiann", files, "WikiANN-en (dev, cross-validated)")
+
+
+def _ner_part(
+    config: StudyConfig,
+    encoder: Encoder,
+    ks: list[int],
+    say: Callable[[str], None],
+    name: str,
+    files: tuple[Path, Path],
+    title: str,
+) -> dict[str, Any]:
+    """Choose the plan by cross-validation on dev; then train one probe on all of dev and score test (×100)."""
+    limits = (getattr(config.ner, f"{name}_dev"), getattr(config.ner, f"{name}_test"))
+    dev, test = (load_conll(path, limit=limit) for path, limit in zip(files, limits, strict=True))
+    task = NerSweepTask(dev, folds=config.ner.folds)
+    sweep = _select(config, encoder, task, CORE_FAMILIES, ks, config.ner.k0s, name, title, say)
+
+    def features(plans: list[Plan]) -> list[TokenFeatures]:
+        return sweep_token_features(encoder, dev.tokens + test.tokens, plans, batch_size=config.batch_size)
+
+    def score(features: TokenFeatures) -> dict[str, float]:
+        probe = train_probe(features.select(range(len(dev))), dev.tags)
+        metrics = score_probe(probe, features.select(range(len(dev), len(dev) + len(test))), test.tags)
+        return {key: 100 * value if key in ("f1", "precision", "recall") else value for key, value in metrics.items()}
+
+    results = _score_test(config, encoder, sweep, features, len(dev) + len(test), score, say)
+    return {"data": [_file(path) for path in files], "sizes": {"dev": len(dev), "test": len(test)}, **results}
+
+
+_PARTS = {
+    "sinks": _sinks,
+    "sts": _sts,
+    "emotion": _emotion,
+    "banking77": _banking77,
+    "domain": _domain,
+    "wnut17": _wnut17,
+    "wikiann": _wikiann,
+}
 
 
 # -------------------------------------------------------------------- selection and test
@@ -369,7 +459,8 @@ def _select(
     title: str,
     say: Callable[[str], None],
 ) -> SweepResult:
-    say(f"{name}: selecting on {len(task.texts())} texts, {len(families)} families, k in {ks}")
+    count = len(task.words()) if isinstance(task, TokenSweepTask) else len(task.texts())
+    say(f"{name}: selecting on {count} texts, {len(families)} families, k in {ks}")
     sweep = run_sweep(encoder, task, families, ks=ks, k0s=k0s, batch_size=config.batch_size)
     plot_sweep(sweep, config.out / f"{name}.png", title=f"{_model_description(encoder)['name']}: {title}")
     return sweep
@@ -387,16 +478,20 @@ def _score_test(
     config: StudyConfig,
     encoder: Encoder,
     sweep: SweepResult,
-    texts: list[str],
-    instruction: str | None,
-    score: Callable[[np.ndarray], dict[str, float]],
+    features_of: Callable[[list[Plan]], Sequence[Any]],
+    count: int,
+    score: Callable[[Any], dict[str, float]],
     say: Callable[[str], None],
 ) -> dict[str, Any]:
+    """Score the baseline, the selected plan and each core family's best on test, each once.
+
+    ``features_of(plans)`` gives the test features of every plan (one shared-prefix pass over ``count`` texts).
+    """
     per_family = _best_per_family(sweep)
     core = [plan for family, plan in per_family.items() if family in CORE_FAMILIES]
     plans = list(dict.fromkeys(["baseline", sweep.best, *core]))
-    say(f"test: {len(texts)} texts, {len(plans)} plans (baseline, selected, best of {', '.join(CORE_FAMILIES)})")
-    features = sweep_features(encoder, texts, [Plan.parse(p) for p in plans], instruction=instruction)
+    say(f"test: {count} texts, {len(plans)} plans (baseline, selected, best of {', '.join(CORE_FAMILIES)})")
+    features = features_of([Plan.parse(p) for p in plans])
     return {
         "validation": [asdict(row) for row in sweep.rows],
         "validation_seconds": sweep.seconds,
@@ -424,8 +519,15 @@ def _classification_test(
         full[union] = features[: len(union)]
         return classification_scores(full, train.labels, features[len(union) :], test.labels)
 
-    results = _score_test(config, encoder, sweep, subset.texts + test.texts, instruction, score, say)
+    texts = subset.texts + test.texts
+    results = _score_test(config, encoder, sweep, _text_features(encoder, texts, instruction), len(texts), score, say)
     return {**results, "sizes": {"train_embedded": len(union), "test": len(test)}}
+
+
+def _text_features(
+    encoder: Encoder, texts: list[str], instruction: str | None
+) -> Callable[[list[Plan]], list[np.ndarray]]:
+    return lambda plans: sweep_features(encoder, texts, plans, instruction=instruction)
 
 
 def _per_label(data: LabeledTexts, count: int) -> LabeledTexts:

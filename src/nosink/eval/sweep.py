@@ -13,13 +13,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from nosink.encoder import Encoder
 from nosink.errors import NosinkError
+from nosink.eval.conll import TaggedSentences
+from nosink.eval.ner import TokenFeatures, cross_validated_f1, token_features
 from nosink.inputs import Batch, check_texts
 from nosink.plan import Plan
 from nosink.pooling import pool
@@ -62,6 +64,23 @@ class SweepTask(Protocol):
 
     def score(self, features: np.ndarray) -> dict[str, float]:
         """Metrics from the features [N, D] of ``texts()``."""
+        ...
+
+
+@runtime_checkable
+class TokenSweepTask(Protocol):
+    """A token-level task scored from per-token states: which sentences (lists of words), and a score."""
+
+    name: str
+    main_metric: str
+    instruction: str | None
+
+    def words(self) -> list[list[str]]:
+        """Every sentence to encode, as words, in the order ``score`` expects their features."""
+        ...
+
+    def score(self, features: TokenFeatures) -> dict[str, float]:
+        """Metrics from the token features of ``words()``."""
         ...
 
 
@@ -109,6 +128,27 @@ class ClassificationSweepTask:
         return classification_scores(
             features[:n], self.train_labels, features[n:], self.val_labels, n_experiments=self.n_experiments
         )
+
+
+@dataclass
+class NerSweepTask:
+    """The linear NER probe, cross-validated: entity F1 ×100 averaged over ``folds`` contiguous folds.
+
+    Each fold's probe is trained on the other folds' sentences with :func:`~nosink.eval.ner.train_probe`'s
+    defaults and scored on the fold (first-subword labels, word-level seqeval).
+    """
+
+    sentences: TaggedSentences
+    folds: int = 4
+    instruction: str | None = None  # none in the paper
+    name: str = "ner"
+    main_metric: str = "f1"
+
+    def words(self) -> list[list[str]]:
+        return self.sentences.tokens
+
+    def score(self, features: TokenFeatures) -> dict[str, float]:
+        return cross_validated_f1(features, self.sentences.tags, folds=self.folds)
 
 
 @dataclass
@@ -208,9 +248,48 @@ def sweep_features(
     return features
 
 
+@torch.inference_mode()
+def sweep_token_features(
+    encoder: Encoder,
+    sentences: Sequence[Sequence[str]],
+    plans: Sequence[Plan],
+    *,
+    instruction: str | None = None,
+    batch_size: int | None = None,
+    show_progress_bar: bool | None = None,
+) -> list[TokenFeatures]:
+    """Token states of sentences (lists of words) under every plan, equal to
+    ``ner_features(encoder.with_plan(p), sentences)``; the causal prefix is computed once per batch."""
+    schedules = [plan.resolve(encoder.num_layers) for plan in plans]
+    words = [list(sentence) for sentence in sentences]
+
+    def run(batch: Batch) -> list[torch.Tensor]:
+        return run_schedules(encoder.base, encoder.family, schedules, batch.input_ids, batch.attention_mask)
+
+    per_plan = encoder.encode_tokens_with(
+        words, run=run, instruction=instruction, batch_size=batch_size, show_progress_bar=show_progress_bar
+    )
+    return [token_features(encodings, words) for encodings in per_plan]
+
+
+def task_features(
+    encoder: Encoder,
+    task: SweepTask | TokenSweepTask,
+    plans: Sequence[Plan],
+    *,
+    batch_size: int | None = None,
+    show_progress_bar: bool | None = None,
+) -> list[np.ndarray] | list[TokenFeatures]:
+    """The features ``task.score`` takes, under every plan: pooled for a text task, per token for a token task."""
+    options = {"instruction": task.instruction, "batch_size": batch_size, "show_progress_bar": show_progress_bar}
+    if isinstance(task, TokenSweepTask):
+        return sweep_token_features(encoder, task.words(), plans, **options)
+    return sweep_features(encoder, task.texts(), plans, **options)
+
+
 def run_sweep(
     encoder: Encoder,
-    task: SweepTask,
+    task: SweepTask | TokenSweepTask,
     families: Sequence[str],
     *,
     ks: Sequence[int] | None = None,
@@ -231,13 +310,8 @@ def run_sweep(
         (family, plan) for family in families for plan in family_plans(family, encoder.num_layers, ks=ks, k0s=k0s)
     ]
     start = time.perf_counter()
-    features = sweep_features(
-        encoder,
-        task.texts(),
-        [plan for _, plan in plans],
-        instruction=task.instruction,
-        batch_size=batch_size,
-        show_progress_bar=show_progress_bar,
+    features = task_features(
+        encoder, task, [plan for _, plan in plans], batch_size=batch_size, show_progress_bar=show_progress_bar
     )
     encoded = time.perf_counter()
     rows = []
