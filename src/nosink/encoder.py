@@ -305,6 +305,7 @@ class Encoder:
         batch_size: int | None = None,
         max_tokens_per_batch: int | None = None,
         show_progress_bar: bool | None = None,
+        description: str = "encoding",
     ) -> list[list[TokenEncoding]]:
         """:meth:`encode_tokens` for several outputs of one forward pass (a shared-prefix sweep's plans).
 
@@ -323,6 +324,7 @@ class Encoder:
             max_tokens_per_batch=max_tokens_per_batch,
             show_progress_bar=show_progress_bar,
             run=run,
+            description=description,
         )
         for batch, outputs in batched:
             states_of = states_of or [{} for _ in outputs]

@@ -61,14 +61,15 @@ examples:
 
 _STUDY_EXAMPLES = """\
 The paper's study on one model: k and k0 chosen on validation data, the test set scored once
-(SICK-R, Emotion, Banking77, the domain protocol), sink ratios per layer and head. Each part is
-one record in OUT; a finished part is skipped when the command runs again. docs/real-models.md
-has the results on SmolLM2-135M-Instruct and Gemma-3-270M.
+(SICK-R, Emotion, Banking77, the domain protocol, the NER probe on WNUT17 and WikiANN-en), sink
+ratios per layer and head. Each part is one record in OUT; a finished part is skipped when the
+command runs again. docs/real-models.md has the results on SmolLM2-135M-Instruct and Gemma-3-270M.
 
 examples:
   M=$(nosink models pull smollm2-135m-instruct)
   nosink study --model "$M" --data ../shared/data --out study/smollm2 --torch-threads 2
   nosink study --model "$M" --data ../shared/data --out study/smollm2 --parts sinks,sts
+  nosink study --model "$M" --data ../shared/data --out study/smollm2 --parts wnut17,wikiann
 """
 
 

@@ -267,7 +267,12 @@ def sweep_token_features(
         return run_schedules(encoder.base, encoder.family, schedules, batch.input_ids, batch.attention_mask)
 
     per_plan = encoder.encode_tokens_with(
-        words, run=run, instruction=instruction, batch_size=batch_size, show_progress_bar=show_progress_bar
+        words,
+        run=run,
+        instruction=instruction,
+        batch_size=batch_size,
+        show_progress_bar=show_progress_bar,
+        description=f"token sweep ({len(plans)} plans)",
     )
     return [token_features(encodings, words) for encodings in per_plan]
 
