@@ -167,6 +167,26 @@ class Reference:
         return _hf_eager_layer(self.base)(index, h, mask)
 
     @torch.no_grad()
+    def readout(self, ids: torch.Tensor, config: dict, depths: list[int], *, norm: bool) -> torch.Tensor:
+        """The mean over ``depths`` of the states after that many layers (0 = embeddings), each normed if ``norm``.
+
+        Single-pass configurations only: the per-layer patterns of docs/spec.md §3, run one layer at a time.
+        """
+        name, k, L = config["name"], config.get("k", 0), self.num_layers
+        patterns = (
+            config["patterns"]
+            if name == "layers"
+            else layer_patterns(name, L, k, config.get("k0", 0), config.get("m", 0))
+        )
+        h, read = self.embed(ids), []
+        for depth in range(max(depths) + 1):
+            if depth in depths:
+                read.append(self.norm(h) if norm else h)
+            if depth < max(depths):
+                h = self.layer(depth, h, patterns[depth])
+        return torch.stack(read).mean(0)
+
+    @torch.no_grad()
     def states(self, ids: torch.Tensor, config: dict) -> torch.Tensor:
         """ids: [n] -> [n, D]. ``config`` holds name, k, k0, m and, for branched ones, x."""
         name, k, L = config["name"], config.get("k", 0), self.num_layers

@@ -30,6 +30,7 @@ from nosink.io import INPUT_FORMATS, check_output, read_inputs, write_embeddings
 from nosink.model_commands import add_commands as add_model_commands
 from nosink.plan import NAMED_PLANS, Plan, Schedule
 from nosink.pooling import Pooling
+from nosink.recipe import Recipe
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -54,6 +55,7 @@ examples:
   nosink encode --model TinyLlama/TinyLlama_v1.1 --plan mask0-bidir:k=4 texts.txt -o vectors.npy
   nosink encode --model ./my-model --normalize --instruction "Retrieve relevant passages" docs.jsonl -o docs.parquet
   cat texts.txt | nosink encode --model ./my-model - -o vectors.jsonl
+  nosink encode --model ./my-model --plan mask0-bidir:k=8 --recipe layer=-4 texts.txt -o vectors.npy
 """
 _PLANS_EXAMPLES = """\
 examples:
@@ -136,6 +138,8 @@ def _add_encode(commands: argparse._SubParsersAction) -> None:
         commands, "encode", summary="Encode texts into embeddings.", epilog=_ENCODE_EXAMPLES, handler=run_encode
     )
     _add_model_and_plan(parser)
+    recipe_help = "which layer to pool, e.g. layer=-4, layer=10..20 or layer=12,norm=off (default: the last layer)"
+    parser.add_argument("--recipe", default="default", metavar="R", help=recipe_help)
     parser.add_argument("--instruction", metavar="T", help="task description put before every text (E5-Mistral format)")
     pooling = [p.value for p in Pooling]
     parser.add_argument("--pooling", default="mean", choices=pooling, help="default: %(default)s")
@@ -195,6 +199,7 @@ def run_encode(args: argparse.Namespace) -> int:
     from nosink.encoder import Encoder
 
     Plan.coerce(args.plan)  # cheap checks first: a typo should not wait for a model load
+    Recipe.coerce(args.recipe)
     inputs = read_inputs(args.input, input_format=args.input_format)
     check_output(args.output)
     check_model_path(args.model)
@@ -205,6 +210,7 @@ def run_encode(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         device=args.device,
         max_length=args.max_length,
+        recipe=args.recipe,
     )
     embeddings = encoder.encode(
         inputs.texts,
@@ -218,7 +224,8 @@ def run_encode(args: argparse.Namespace) -> int:
     replaced = Path(args.output).exists()
     write_embeddings(args.output, embeddings, ids=inputs.ids)
     n, dim = embeddings.shape
-    print(f"wrote {n} embeddings of dim {dim} to {args.output} (plan {encoder.plan})", file=sys.stderr)
+    recipe = "" if encoder.recipe.is_default else f", recipe {encoder.recipe}"
+    print(f"wrote {n} embeddings of dim {dim} to {args.output} (plan {encoder.plan}{recipe})", file=sys.stderr)
     if replaced:
         print(f"note: replaced the earlier {args.output}", file=sys.stderr)
     return 0

@@ -21,7 +21,8 @@ from nosink.inputs import Batch, PackedBatch, TextTokenizer, TokenizedText, batc
 from nosink.loading import ModelSource
 from nosink.plan import Plan
 from nosink.pooling import Pooling, pool
-from nosink.runner import run_schedule
+from nosink.recipe import Recipe
+from nosink.runner import check_readout, run_recipe, run_schedule
 
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_LENGTH = 512
@@ -59,6 +60,7 @@ class Encoder:
         plan: Plan | str = "baseline",
         pooling: Pooling | str = "mean",
         max_length: int | None = None,
+        recipe: Recipe | str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module) or not hasattr(model, "config"):
             raise NosinkError(f"model must be a transformers model, got {type(model).__name__}")
@@ -70,6 +72,8 @@ class Encoder:
         self.tokenizer = tokenizer
         self.plan = Plan.coerce(plan)
         self.schedule = self.plan.resolve(self.num_layers)
+        self.recipe = Recipe.coerce(recipe)
+        check_readout(self.schedule, self.recipe.depths(self.num_layers))
         self.pooling = Pooling.coerce(pooling)
         self.max_length = effective_max_length(max_length, self.base.config)
 
@@ -85,6 +89,7 @@ class Encoder:
         dtype: torch.dtype | str = "auto",
         device: torch.device | str | None = None,
         max_length: int | None = None,
+        recipe: Recipe | str | None = None,
         **model_kwargs: Any,
     ) -> Encoder:
         """Load a decoder (hub name, local folder or ``.gguf`` file) without its LM head.
@@ -100,7 +105,8 @@ class Encoder:
         source = ModelSource.parse(name_or_path)
         config = source.load_config(trust_remote_code=model_kwargs.get("trust_remote_code"))
         family_for(config)  # fail before loading any weights
-        Plan.coerce(plan).resolve(config.num_hidden_layers)
+        schedule = Plan.coerce(plan).resolve(config.num_hidden_layers)
+        check_readout(schedule, Recipe.coerce(recipe).depths(config.num_hidden_layers))
         source.check_tokenizer()
         target = check_available(resolve_device(device))
         streams_to_device = target.type != "cpu" and importlib.util.find_spec("accelerate") is not None
@@ -111,7 +117,7 @@ class Encoder:
             model.to(target)  # moves the parameters in place; no second copy is kept
         model.eval()
         tokenizer = source.load_tokenizer()
-        return cls(model, tokenizer, plan=plan, pooling=pooling, max_length=max_length)
+        return cls(model, tokenizer, plan=plan, pooling=pooling, max_length=max_length, recipe=recipe)
 
     @classmethod
     def from_model(
@@ -122,18 +128,28 @@ class Encoder:
         plan: Plan | str = "baseline",
         pooling: Pooling | str = "mean",
         max_length: int | None = None,
+        recipe: Recipe | str | None = None,
     ) -> Encoder:
         """Wrap an already-loaded model (a ``*ForCausalLM`` chat model included), sharing its weights."""
-        return cls(model, tokenizer, plan=plan, pooling=pooling, max_length=max_length)
+        return cls(model, tokenizer, plan=plan, pooling=pooling, max_length=max_length, recipe=recipe)
 
-    def with_plan(self, plan: Plan | str, *, pooling: Pooling | str | None = None) -> Encoder:
-        """The same model and tokenizer under another plan (no weights are copied)."""
+    def with_plan(
+        self, plan: Plan | str, *, pooling: Pooling | str | None = None, recipe: Recipe | str | None = None
+    ) -> Encoder:
+        """The same model and tokenizer under another plan (no weights are copied); the recipe is kept unless given."""
         return Encoder(
             self.model,
             self.tokenizer,
             plan=plan,
             pooling=pooling or self.pooling,
             max_length=self.max_length,
+            recipe=self.recipe if recipe is None else recipe,
+        )
+
+    def with_recipe(self, recipe: Recipe | str | None) -> Encoder:
+        """The same model, tokenizer and plan under another recipe (no weights are copied)."""
+        return Encoder(
+            self.model, self.tokenizer, plan=self.plan, pooling=self.pooling, max_length=self.max_length, recipe=recipe
         )
 
     # ---------------------------------------------------------------- properties
@@ -161,15 +177,19 @@ class Encoder:
         return str(next(self.base.parameters()).dtype).removeprefix("torch.")
 
     def __repr__(self) -> str:
-        return f"Encoder({self.name!r}, plan='{self.plan}', pooling='{self.pooling.value}', L={self.num_layers})"
+        recipe = "" if self.recipe.is_default else f", recipe='{self.recipe}'"
+        return (
+            f"Encoder({self.name!r}, plan='{self.plan}', pooling='{self.pooling.value}'{recipe}, L={self.num_layers})"
+        )
 
     # ---------------------------------------------------------------- tensors
 
     @torch.inference_mode()
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Final-norm token states [B, T, D] under the plan; any padding side works."""
+        """Token states [B, T, D] under the plan, read out as the recipe says (default: final-norm states of the
+        last layer); any padding side works."""
         input_ids, attention_mask = self._check_ids(input_ids, attention_mask)
-        return run_schedule(self.base, self.family, self.schedule, input_ids, attention_mask)
+        return run_recipe(self.base, self.family, self.schedule, self.recipe, input_ids, attention_mask)
 
     @torch.inference_mode()
     def attentions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[AttentionRecord]:
@@ -392,8 +412,14 @@ class Encoder:
 
     @torch.inference_mode()
     def _states(self, batch: Batch | PackedBatch) -> torch.Tensor:
-        return run_schedule(
-            self.base, self.family, self.schedule, batch.input_ids, batch.attention_mask, segment_ids=batch.segment_ids
+        return run_recipe(
+            self.base,
+            self.family,
+            self.schedule,
+            self.recipe,
+            batch.input_ids,
+            batch.attention_mask,
+            segment_ids=batch.segment_ids,
         )
 
 

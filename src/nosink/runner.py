@@ -6,9 +6,11 @@ import torch
 from torch import nn
 
 from nosink.attention import CONTEXT_KWARG, AttentionRecord, CallContext, nosink_attention_enabled
+from nosink.errors import NosinkError
 from nosink.families import Family, LayerInputs
 from nosink.patterns import CAUSAL, LayerPattern, relative_positions
 from nosink.plan import Schedule
+from nosink.recipe import Recipe
 
 
 def run_schedule(
@@ -43,7 +45,76 @@ def run_schedule(
             )
             return _model_forward(base, input_ids, attention_mask, position_ids, **{CONTEXT_KWARG: context})
         context = CallContext(attention_mask, segment_ids, records=records, reference=reference)
-        return _run_branches(base, family, schedule, input_ids, position_ids, context)
+        return family.final_norm(base)(_run_branches(base, family, schedule, input_ids, position_ids, context))
+
+
+def run_recipe(
+    base: nn.Module,
+    family: Family,
+    schedule: Schedule,
+    recipe: Recipe,
+    input_ids: torch.Tensor,  # [B, T]
+    attention_mask: torch.Tensor,  # [B, T], 1 = real token
+    *,
+    segment_ids: torch.Tensor | None = None,  # [B, T]: packed rows
+) -> torch.Tensor:
+    """The states [B, T, D] that ``recipe`` reads out: its layers' states, each normed if it says so, averaged."""
+    if recipe.is_default:
+        return run_schedule(base, family, schedule, input_ids, attention_mask, segment_ids=segment_ids)
+    norm = family.final_norm(base)
+    total: torch.Tensor | None = None
+    states = run_layers(
+        base, family, schedule, input_ids, attention_mask, recipe.depths(schedule.num_layers), segment_ids=segment_ids
+    )
+    for state in states:  # [B, T, D] each
+        state = norm(state) if recipe.norm else state
+        total = state if total is None else total + state
+    return total / len(states)  # type: ignore[operator]
+
+
+def check_readout(schedule: Schedule, depths: list[int]) -> None:
+    """A clear error when ``depths`` include a layer that ``schedule`` does not define (see :func:`run_layers`)."""
+    if schedule.layer_patterns is None and any(depth != schedule.num_layers for depth in depths):
+        raise NosinkError(
+            "this plan sums several layer stacks (INTER, EXTRA, EXTEND, or the released code's residual), "
+            "so only its output is defined: use a recipe with layer=-1"
+        )
+
+
+def run_layers(
+    base: nn.Module,
+    family: Family,
+    schedule: Schedule,
+    input_ids: torch.Tensor,  # [B, T]
+    attention_mask: torch.Tensor,  # [B, T], 1 = real token
+    depths: list[int],
+    *,
+    segment_ids: torch.Tensor | None = None,  # [B, T]: packed rows
+) -> list[torch.Tensor]:
+    """The states [B, T, D] after each of ``depths`` decoder layers (0 = the embeddings), before the final norm.
+
+    A single-pass schedule runs layer by layer, each layer with its pattern given explicitly, and
+    stops after the deepest layer asked for. A branched schedule sums several stacks, so only its
+    output (depth L, before the norm) is defined.
+    """
+    position_ids = relative_positions(attention_mask, segment_ids)  # [B, T]
+    context = CallContext(attention_mask, segment_ids, reference=schedule.reference)
+    patterns = schedule.layer_patterns
+    with nosink_attention_enabled(base):
+        if patterns is None:
+            check_readout(schedule, depths)
+            output = _run_branches(base, family, schedule, input_ids, position_ids, context)  # [B, T, D]
+            return [output for _ in depths]
+        layers = family.decoder_layers(base)
+        hidden = family.embed(base, input_ids, position_ids)  # [B, T, D]: depth 0
+        layer_inputs = family.layer_inputs(base, hidden, position_ids)
+        wanted = set(depths)
+        found = {0: hidden} if 0 in wanted else {}
+        for layer in range(max(depths)):
+            hidden = _call_layer(layers, layer_inputs, context, layer, patterns[layer], hidden)  # [B, T, D]
+            if layer + 1 in wanted:
+                found[layer + 1] = hidden
+        return [found[depth] for depth in depths]
 
 
 def _model_forward(
@@ -67,7 +138,7 @@ def _run_branches(
     position_ids: torch.Tensor,
     context: CallContext,
 ) -> torch.Tensor:
-    """Layer by layer: the main sequence (prefix, then the first branch), then the other branches.
+    """Layer by layer: the main sequence (prefix, then the first branch), then the other branches; before the norm.
 
     The other branches start from the main sequence's state where the prefix ends; the released
     code's residual (``schedule.residual``, reference mode) is added along the main sequence only.
@@ -94,7 +165,7 @@ def _run_branches(
         total = total + h  # [B, T, D]: A + B
     if residual is not None and residual.to_output and saved is not None:
         total = total + saved  # [B, T, D]
-    return family.final_norm(base)(total)  # [B, T, D]
+    return total  # [B, T, D], before the final norm
 
 
 def run_schedules(
@@ -103,32 +174,47 @@ def run_schedules(
     schedules: list[Schedule],
     input_ids: torch.Tensor,  # [B, T]
     attention_mask: torch.Tensor,  # [B, T], 1 = real token
+    *,
+    recipe: Recipe | None = None,
 ) -> list[torch.Tensor]:
-    """Final-norm states [B, T, D] for many schedules at once, sharing every common prefix.
+    """The states [B, T, D] that ``recipe`` reads out (default: final-norm states) for many schedules at once,
+    sharing every common prefix.
 
     Single-pass schedules form a tree by their per-layer patterns: a layer call is made once for
     all schedules that agree on every layer up to it. A k-sweep of ``inplace-bidir`` over k = 1…L
     thus costs L causal layer calls plus the converted tops (L + L(L+1)/2 calls instead of L²).
     Branched schedules (INTER/EXTRA/EXTEND) and reference-mode ones run one by one.
     """
+    recipe = recipe or Recipe()
     results: list[torch.Tensor | None] = [None] * len(schedules)
     single = [i for i, s in enumerate(schedules) if s.layer_patterns is not None and not s.reference]
     alone = set(range(len(schedules))) - set(single)
     for i, schedule in enumerate(schedules):
         if i in alone:  # branched, or reference mode (its own window rule and residual)
-            results[i] = run_schedule(base, family, schedule, input_ids, attention_mask)
+            results[i] = run_recipe(base, family, schedule, recipe, input_ids, attention_mask)
     if single:
         position_ids = relative_positions(attention_mask)  # [B, T]
         context = CallContext(attention_mask)
+        norm = family.final_norm(base)
         with nosink_attention_enabled(base):
             layers = family.decoder_layers(base)
+            depths = set(recipe.depths(len(layers)))
+            last = max(depths)  # no layer above the deepest one read out is run
             hidden = family.embed(base, input_ids, position_ids)  # [B, T, D]
             layer_inputs = family.layer_inputs(base, hidden, position_ids)
             patterns = {i: schedules[i].layer_patterns for i in single}
 
-            def descend(members: list[int], depth: int, h: torch.Tensor) -> None:
-                if depth == len(layers):
-                    out = family.final_norm(base)(h)  # [B, T, D]
+            def read(h: torch.Tensor, depth: int, total: torch.Tensor | None) -> torch.Tensor | None:
+                """The running sum [B, T, D] of the read-out states along one path, with depth ``depth`` added."""
+                if depth not in depths:
+                    return total
+                state = norm(h) if recipe.norm else h  # [B, T, D]
+                return state if total is None else total + state
+
+            def descend(members: list[int], depth: int, h: torch.Tensor, total: torch.Tensor | None) -> None:
+                total = read(h, depth, total)
+                if depth == last:
+                    out = total / len(depths)  # type: ignore[operator]  # [B, T, D]
                     for i in members:
                         results[i] = out
                     return
@@ -140,11 +226,11 @@ def run_schedules(
                     h_next = _call_layer(layers, layer_inputs, context, depth, pattern, h)  # [B, T, D]
                     if index == len(ordered) - 1:
                         del h  # the last branch does not need the parent state: memory stays O(branches)
-                        descend(group, depth + 1, h_next)
+                        descend(group, depth + 1, h_next, total)
                         return
-                    descend(group, depth + 1, h_next)
+                    descend(group, depth + 1, h_next, total)
 
-            descend(single, 0, hidden)
+            descend(single, 0, hidden, None)
     return results  # type: ignore[return-value]
 
 

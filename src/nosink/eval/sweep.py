@@ -237,7 +237,9 @@ def sweep_features(
     features = [np.zeros((len(texts), encoder.dim), dtype=np.float32) for _ in plans]
 
     def run(batch: Batch) -> list[torch.Tensor]:
-        return run_schedules(encoder.base, encoder.family, schedules, batch.input_ids, batch.attention_mask)
+        return run_schedules(
+            encoder.base, encoder.family, schedules, batch.input_ids, batch.attention_mask, recipe=encoder.recipe
+        )
 
     rows = encoder.tokenize(texts, instruction=instruction)
     progress = {"show_progress_bar": show_progress_bar, "description": f"sweep ({len(plans)} plans)"}
@@ -264,7 +266,9 @@ def sweep_token_features(
     words = [list(sentence) for sentence in sentences]
 
     def run(batch: Batch) -> list[torch.Tensor]:
-        return run_schedules(encoder.base, encoder.family, schedules, batch.input_ids, batch.attention_mask)
+        return run_schedules(
+            encoder.base, encoder.family, schedules, batch.input_ids, batch.attention_mask, recipe=encoder.recipe
+        )
 
     per_plan = encoder.encode_tokens_with(
         words,

@@ -1,0 +1,181 @@
+"""Recipes (layer read-out): the string form, and every read-out against the independent reference of
+tests/reference.py and against transformers' own hidden states, under padding, packing and sweeps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_model, tiny_tokenizer, windowed_gemma3
+from reference import Reference
+from test_equivalence import batch
+
+from nosink import Encoder, NosinkError
+from nosink.eval.sweep import family_plans, sweep_features
+from nosink.recipe import Recipe
+
+TEXTS = [
+    "the cat sat on the mat",
+    "a little girl named lily loved to play outside in the park",
+    "sun",
+    "she was happy and the sun was shining on the big red ball",
+]
+PLANS = {  # plan string -> the reference's description (single-pass plans: any layer can be read out)
+    "baseline": {"name": "baseline"},
+    "inplace-bidir:k=2": {"name": "inplace-bidir", "k": 2},
+    "mask0&bidir:k=3,k0=1": {"name": "mask&bidir", "k": 3, "k0": 1, "m": 0},
+    "mask2-all:k=1": {"name": "mask-all", "k": 1, "m": 2},
+}
+RECIPES = ["layer=2", "layer=-2,norm=off", "layer=0", "layer=1..3", "layer=-3..-1,norm=off", "layer=-1,norm=off"]
+
+
+# -------------------------------------------------------------------- the string form
+
+
+@pytest.mark.parametrize(
+    ("text", "depths", "norm"),
+    [
+        ("default", [4], True),
+        ("", [4], True),
+        ("layer=-1", [4], True),
+        ("layer=0", [0], True),
+        ("layer=2,norm=off", [2], False),
+        ("layer=-4", [1], True),
+        ("layer=-5", [0], True),
+        ("layer=1..3", [1, 2, 3], True),
+        ("norm=off, layer=-2..-1", [3, 4], False),
+    ],
+)
+def test_recipe_strings(text: str, depths: list[int], norm: bool) -> None:
+    recipe = Recipe.parse(text)
+    assert recipe.depths(4) == depths and recipe.norm is norm
+    assert Recipe.parse(str(recipe)) == recipe  # the string form round-trips
+    assert recipe.is_default == (depths == [4] and norm)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("layer=7", "outside this model's 4 layers"),
+        ("layer=-6", "outside this model's 4 layers"),
+        ("layer=3..1", "is empty"),
+        ("layer=two", "layer must be J or A..B"),
+        ("layer=1...3", "layer must be J or A..B"),
+        ("norm=maybe", "norm must be on or off"),
+        ("pool=last", "unknown recipe setting 'pool=last'"),
+        ("layer=1,layer=2", "given twice"),
+        ("layer", "unknown recipe setting"),
+    ],
+)
+def test_bad_recipes_are_refused_clearly(text: str, message: str) -> None:
+    with pytest.raises(NosinkError, match=message):
+        Recipe.parse(text).depths(4)
+
+
+def test_a_branched_plan_has_only_its_output() -> None:
+    model, tokenizer = tiny_model("llama"), tiny_tokenizer()
+    with pytest.raises(NosinkError, match="only its output is defined"):
+        Encoder.from_model(model, tokenizer, plan="inter-bidir:k=2", recipe="layer=2")
+    plain = Encoder.from_model(model, tokenizer, plan="inter-bidir:k=2")
+    unnormed = plain.with_recipe("layer=-1,norm=off")
+    ids, mask = batch([9, 5], "right")
+    states = unnormed.hidden_states(ids, mask)  # [B, T, D], before the final norm
+    torch.testing.assert_close(model.norm(states), plain.hidden_states(ids, mask), atol=1e-5, rtol=0)
+
+
+# -------------------------------------------------------------------- against the references
+
+
+@pytest.mark.parametrize("padding", ["left", "right"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_text", "qwen3"])
+def test_every_readout_matches_the_reference(family: str, padding: str) -> None:
+    ours = tiny_model(family)
+    hand_written = family in ("llama", "gpt2")
+    reference = Reference(ours if hand_written else tiny_model(family, attn="eager"), hand_written=hand_written)
+    ids, mask = batch([10, 7, 3, 1], padding)
+    for plan, config in PLANS.items():
+        default = Encoder.from_model(ours, tiny_tokenizer(), plan=plan).hidden_states(ids, mask)
+        for text in RECIPES:
+            encoder = Encoder.from_model(ours, tiny_tokenizer(), plan=plan, recipe=text)
+            recipe = encoder.recipe
+            states = encoder.hidden_states(ids, mask)  # [B, T, D]
+            for row in range(ids.shape[0]):
+                real = mask[row].bool()
+                expected = reference.readout(ids[row][real], config, recipe.depths(4), norm=recipe.norm)
+                torch.testing.assert_close(states[row][real], expected, atol=1e-5, rtol=0, msg=f"{plan} / {text}")
+            assert (states - default).abs().max() > 1e-3, f"{plan} / {text} must change the states"
+
+
+def test_windowed_layers_keep_their_window_in_a_readout() -> None:
+    ours, eager = windowed_gemma3(window=3)
+    reference = Reference(eager, hand_written=False)
+    ids, mask = batch([10, 6], "left")
+    encoder = Encoder.from_model(ours, tiny_tokenizer(), plan="inplace-bidir:k=2", recipe="layer=2..3")
+    states = encoder.hidden_states(ids, mask)
+    for row in range(2):
+        real = mask[row].bool()
+        expected = reference.readout(ids[row][real], PLANS["inplace-bidir:k=2"], [2, 3], norm=True)
+        torch.testing.assert_close(states[row][real], expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text"])
+def test_intermediate_layers_equal_transformers_hidden_states(family: str) -> None:
+    """Baseline plan, no norm: layer j is transformers' ``hidden_states[j]`` (its own forward, padded batch)."""
+    model = tiny_model(family)
+    ids, mask = batch([10, 7, 3], "right")
+    with torch.no_grad():
+        theirs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    real = mask.bool()
+    for depth in range(4):  # hidden_states[4] is the normed output in transformers 5
+        ours = Encoder.from_model(model, tiny_tokenizer(), recipe=f"layer={depth},norm=off").hidden_states(ids, mask)
+        torch.testing.assert_close(ours[real], theirs[depth][real], atol=1e-5, rtol=0, msg=f"layer {depth}")
+
+
+# -------------------------------------------------------------------- pooling, packing, sweeps
+
+
+@pytest.mark.parametrize("recipe", ["layer=2", "layer=1..3,norm=off"])
+def test_a_readout_is_exact_under_padding_and_packing(recipe: str) -> None:
+    encoder = Encoder.from_model(tiny_model("llama"), tiny_tokenizer(), plan="mask0-bidir:k=3", recipe=recipe)
+    alone = np.concatenate([encoder.encode([text]) for text in TEXTS])
+    np.testing.assert_allclose(encoder.encode(TEXTS, batch_size=4), alone, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(encoder.encode(TEXTS, packing=True), alone, atol=1e-5, rtol=0)
+    tokens = encoder.encode_tokens([TEXTS[1]])[0].embeddings  # [n, D]: token states follow the recipe too
+    assert not np.allclose(tokens, encoder.with_recipe(None).encode_tokens([TEXTS[1]])[0].embeddings)
+
+
+@pytest.mark.parametrize("recipe", ["layer=2", "layer=-3..-1,norm=off"])
+def test_sweeps_read_out_the_encoder_recipe(recipe: str) -> None:
+    encoder = Encoder.from_model(tiny_model("qwen2"), tiny_tokenizer(), pooling="last", recipe=recipe)
+    plans = family_plans("inplace-bidir", 4) + family_plans("mask0&bidir", 4, ks=[3], k0s=[1, 2])
+    features = sweep_features(encoder, TEXTS, plans, batch_size=2)
+    for plan, feature in zip(plans, features, strict=True):
+        expected = encoder.with_plan(plan).encode(TEXTS)
+        np.testing.assert_allclose(feature, expected, atol=1e-5, rtol=0, err_msg=str(plan))
+    assert encoder.with_plan(plans[0]).recipe == encoder.recipe
+
+
+# -------------------------------------------------------------------- the CLI
+
+
+def test_cli_encode_reads_out_the_recipe(tmp_path, capsys) -> None:
+    from conftest import STORIES
+
+    from nosink.cli import main
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    args = ["encode", "--model", str(STORIES), "--plan", "mask0-bidir:k=2", "--recipe", "layer=-3", str(texts)]
+    assert main([*args, "-o", str(tmp_path / "o.npy")]) == 0
+    assert "recipe layer=-3" in capsys.readouterr().err
+    encoder = Encoder.from_pretrained(str(STORIES), plan="mask0-bidir:k=2")
+    np.testing.assert_allclose(np.load(tmp_path / "o.npy"), encoder.with_recipe("layer=-3").encode(TEXTS), atol=1e-6)
+    assert not np.allclose(np.load(tmp_path / "o.npy"), encoder.encode(TEXTS), atol=1e-3)
+    assert (
+        main(["encode", "--model", str(STORIES), "--recipe", "layer=9", str(texts), "-o", str(tmp_path / "x.npy")]) == 2
+    )
+    assert "recipe layer 9 is outside this model's 5 layers" in capsys.readouterr().err
+    assert (
+        main(["encode", "--model", str(STORIES), "--recipe", "lyr=2", str(texts), "-o", str(tmp_path / "x.npy")]) == 2
+    )
+    assert "unknown recipe setting 'lyr=2'" in capsys.readouterr().err
