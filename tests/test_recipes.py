@@ -62,7 +62,8 @@ def test_recipe_strings(text: str, depths: list[int], norm: bool) -> None:
         ("layer=two", "layer must be J or A..B"),
         ("layer=1...3", "layer must be J or A..B"),
         ("norm=maybe", "norm must be on or off"),
-        ("pool=last", "unknown recipe setting 'pool=last'"),
+        ("pool=median", "unknown pooling 'median'"),
+        ("size=3", "unknown recipe setting 'size=3'"),
         ("layer=1,layer=2", "given twice"),
         ("layer", "unknown recipe setting"),
     ],
@@ -179,3 +180,100 @@ def test_cli_encode_reads_out_the_recipe(tmp_path, capsys) -> None:
         main(["encode", "--model", str(STORIES), "--recipe", "lyr=2", str(texts), "-o", str(tmp_path / "x.npy")]) == 2
     )
     assert "unknown recipe setting 'lyr=2'" in capsys.readouterr().err
+
+
+# -------------------------------------------------------------------- prompts: PromptEOL, echo, user templates
+
+PROMPTEOL = 'This sentence : "{}" means in one word:"'
+
+
+@pytest.fixture(scope="module")
+def stories() -> Encoder:
+    from conftest import stories_model, stories_tokenizer
+
+    return Encoder.from_model(stories_model(), stories_tokenizer(), plan="mask0-bidir:k=2")
+
+
+def alone_states(encoder: Encoder, string: str) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """The plan's states [n, D] of one string tokenized by hand (specials included), and its tokens' character spans."""
+    encoded = encoder.tokenizer(string, return_offsets_mapping=True)
+    ids = torch.tensor([encoded["input_ids"]])
+    return encoder.hidden_states(ids)[0], [tuple(span) for span in encoded["offset_mapping"]]
+
+
+def test_prompteol_pools_the_last_token_of_the_filled_template(stories: Encoder) -> None:
+    encoder = stories.with_recipe("prompt=prompteol")
+    assert encoder.pooling.value == "last" and str(encoder.recipe) == "prompt=prompteol,pool=last"
+    expected = np.stack([alone_states(stories, PROMPTEOL.format(text))[0][-1].numpy() for text in TEXTS])
+    np.testing.assert_allclose(encoder.encode(TEXTS, batch_size=4), expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(encoder.encode(TEXTS, packing=True), expected, atol=1e-5, rtol=0)
+    left = Encoder.from_model(stories.model, stories.tokenizer, plan=stories.plan, recipe="prompt=prompteol")
+    left.tokenizer = type(stories.tokenizer).from_pretrained(stories.tokenizer.name_or_path, padding_side="left")
+    np.testing.assert_allclose(left.encode(TEXTS, batch_size=4), expected, atol=1e-5, rtol=0)
+
+
+def test_echo_pools_the_mean_of_the_second_copy(stories: Encoder) -> None:
+    encoder = stories.with_recipe("prompt=echo")
+    expected = []
+    for text in TEXTS:
+        string = f"Rewrite the sentence: {text}, rewritten sentence: {text}"
+        states, spans = alone_states(stories, string)
+        second = len(string) - len(text)  # the second copy ends the string
+        rows = [n for n, (a, b) in enumerate(spans) if b > second and a < len(string) and b > a]
+        expected.append(states[rows].mean(0).numpy())
+    np.testing.assert_allclose(encoder.encode(TEXTS, batch_size=3), np.stack(expected), atol=1e-5, rtol=0)
+    one_copy = stories.with_recipe('prompt="Rewrite the sentence: {text}",pool=mean').encode(TEXTS)
+    assert not np.allclose(one_copy, np.stack(expected), atol=1e-3)  # the first copy changes what the second sees
+
+
+def test_a_user_template_with_an_instruction_and_a_layer(stories: Encoder) -> None:
+    recipe = 'prompt="Query, in short: {text} => \\"",pool=last,layer=-2'
+    encoder = stories.with_recipe(recipe)
+    assert Recipe.parse(str(encoder.recipe)) == encoder.recipe
+    task = "Retrieve stories about animals"
+    row = encoder.tokenize([TEXTS[0]], instruction=task)[0]
+    string = f'Instruct: {task}\nQuery: Query, in short: {TEXTS[0]} => "'
+    assert row.ids == stories.tokenizer(string)["input_ids"]  # one string, as the model reads it
+    assert stories.tokenizer.decode(row.ids[row.text_start : row.text_end]).strip() == TEXTS[0]
+    ids = torch.tensor([row.ids])
+    expected = stories.with_recipe("layer=-2").hidden_states(ids)[0, -1]  # the last token, one layer down
+    np.testing.assert_allclose(encoder.encode([TEXTS[0]], instruction=task)[0], expected.numpy(), atol=1e-5)
+
+
+def test_over_long_texts_are_cut_inside_the_template(stories: Encoder) -> None:
+    short = Encoder.from_model(stories.model, stories.tokenizer, recipe="prompt=prompteol", max_length=40)
+    long_text = " ".join(["the little dog ran to the big park and played with a red ball"] * 3)
+    with pytest.warns(UserWarning, match="truncated"):
+        row = short.tokenize([long_text])[0]
+    assert row.truncated and len(row.ids) <= 40
+    assert stories.tokenizer.decode(row.ids[row.text_end :]).endswith('means in one word:"')  # the template stays whole
+    kept = stories.tokenizer.decode(row.ids[row.text_start : row.text_end]).strip()
+    assert long_text.startswith(kept) and len(kept) < len(long_text)
+    assert row.ids == stories.tokenizer(PROMPTEOL.format(kept))["input_ids"]  # tokenized again around the cut text
+    echo = Encoder.from_model(stories.model, stories.tokenizer, recipe="prompt=echo", max_length=50)
+    with pytest.warns(UserWarning, match="truncated"):
+        row = echo.tokenize([long_text])[0]
+    assert len(row.ids) <= 50 and "rewritten sentence:" in stories.tokenizer.decode(row.ids)
+    tiny = Encoder.from_model(stories.model, stories.tokenizer, recipe="prompt=prompteol", max_length=24)
+    with pytest.raises(NosinkError, match="leaves no room for text after the prompt template"):
+        tiny.encode([long_text])
+
+
+def test_token_states_in_a_template_keep_their_words(stories: Encoder) -> None:
+    words = TEXTS[1].split()
+    encoding = stories.with_recipe("prompt=echo").encode_tokens([words])[0]
+    assert {w for w in encoding.word_ids if w is not None} == set(range(len(words)))
+    assert encoding.text == TEXTS[1]
+
+
+def test_prompt_misuse_is_refused(stories: Encoder) -> None:
+    with pytest.raises(NosinkError, match="a recipe prompt needs mean"):
+        Encoder.from_model(stories.model, stories.tokenizer, pooling="reference_mean", recipe='prompt="{text}!"')
+    with pytest.raises(NosinkError, match="holding \\{text\\}"):
+        Recipe.parse('prompt="no slot here"')
+    with pytest.raises(NosinkError, match="bad JSON string"):
+        Recipe.parse('prompt="unterminated {text}')
+    with pytest.raises(NosinkError, match="reference_mean is the released code"):
+        Recipe.parse("pool=reference_mean")
+    with pytest.raises(NosinkError, match="token ids cannot be put into a prompt template"):
+        stories.with_recipe("prompt=prompteol").text_tokenizer().from_ids([5, 6, 7])

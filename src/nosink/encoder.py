@@ -74,7 +74,11 @@ class Encoder:
         self.schedule = self.plan.resolve(self.num_layers)
         self.recipe = Recipe.coerce(recipe)
         check_readout(self.schedule, self.recipe.depths(self.num_layers))
-        self.pooling = Pooling.coerce(pooling)
+        self.pooling = self.recipe.pool or Pooling.coerce(pooling)  # a recipe's pooling wins
+        if self.recipe.prompt is not None and self.pooling is Pooling.REFERENCE_MEAN:
+            raise NosinkError(
+                "reference_mean pooling counts the released code's own prompt; a recipe prompt needs mean"
+            )
         self.max_length = effective_max_length(max_length, self.base.config)
 
     # ---------------------------------------------------------------- construction
@@ -363,8 +367,7 @@ class Encoder:
 
         Warns once when texts were truncated (unless ``warn`` is False; ``row.truncated`` says which).
         """
-        tokenizer = TextTokenizer(self.tokenizer, max_length=self.max_length, instruction=instruction)
-        rows = tokenizer(texts, offsets=offsets)
+        rows = self.text_tokenizer(instruction)(texts, offsets=offsets)
         truncated = sum(row.truncated for row in rows)
         if truncated and warn:
             warnings.warn(
@@ -373,6 +376,11 @@ class Encoder:
                 stacklevel=3,
             )
         return rows
+
+    def text_tokenizer(self, instruction: str | None = None, *, max_length: int | None = None) -> TextTokenizer:
+        """The tokenizer of rows as this encoder feeds them: its instruction, its recipe's prompt, ``max_length``."""
+        limit = self.max_length if max_length is None else max_length
+        return TextTokenizer(self.tokenizer, max_length=limit, instruction=instruction, template=self.recipe.prompt)
 
     def run_batches(
         self,

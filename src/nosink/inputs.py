@@ -24,6 +24,7 @@ import torch
 from nosink.errors import NosinkError, check_positive
 
 INSTRUCTION_TEMPLATE = "Instruct: {instruction}\nQuery: "  # E5-Mistral's format, used by the paper
+TEXT_SLOT = "{text}"  # where a recipe's prompt template puts the text
 _TOKENIZE_CHUNK = 4096
 
 
@@ -122,7 +123,9 @@ def check_texts(texts: Any, *, allow_words: bool = False) -> list:
 class TextTokenizer:
     """Tokenizes texts into :class:`TokenizedText` rows for one tokenizer, instruction and length."""
 
-    def __init__(self, tokenizer: Any, *, max_length: int, instruction: str | None = None) -> None:
+    def __init__(
+        self, tokenizer: Any, *, max_length: int, instruction: str | None = None, template: str | None = None
+    ) -> None:
         if max_length < 1:
             raise NosinkError(f"max_length must be >= 1, got {max_length}")
         if instruction is not None and not isinstance(instruction, str):
@@ -139,6 +142,11 @@ class TextTokenizer:
         self.released_prompt_length = len(self._ids(stripped, specials=True)) if self.prefix else 0
         self.instruction_count = len(self._ids(stripped, specials=False)) if self.prefix else 0  # no offsets: by count
         self.instruction_ids = self._ids(self.prefix, specials=False) if self.prefix else []  # from_ids: apart
+        self.template_parts = template.split(TEXT_SLOT) if template is not None else None
+        if self.template_parts is not None and not self.offsets_available:
+            raise NosinkError(
+                "a prompt template needs a fast tokenizer (character offsets); load one with use_fast=True"
+            )
 
     def _ids(self, text: str, *, specials: bool) -> list[int]:
         return self.tokenizer(text, add_special_tokens=specials, split_special_tokens=True)["input_ids"]
@@ -150,6 +158,8 @@ class TextTokenizer:
             check_unicode(text, f"text at index {index}")
             if not text.strip():  # one rule everywhere (the corpus reader's too): nothing to embed
                 raise NosinkError(f"text at index {index} is empty or only whitespace; remove it or give it content")
+        if self.template_parts is not None:
+            return self._template_rows(texts, offsets=offsets)
         for start in range(0, len(texts), _TOKENIZE_CHUNK):
             chunk = texts[start : start + _TOKENIZE_CHUNK]
             encoded = self.tokenizer(
@@ -165,6 +175,69 @@ class TextTokenizer:
                 rows.append(self._row(encoded, i, start + i, offsets=offsets, spans=spans))
         return rows
 
+    def _fill(self, text: str) -> tuple[str, int]:
+        """The instruction and the template filled with ``text``, and where its last copy (the pooled one) starts."""
+        parts = self.template_parts or ["", ""]
+        filled = self.prefix + parts[0] + "".join(text + part for part in parts[1:])
+        return filled, len(filled) - len(parts[-1]) - len(text)
+
+    def _template_rows(self, texts: list[str], *, offsets: bool) -> list[TokenizedText]:
+        rows = []
+        for start in range(0, len(texts), _TOKENIZE_CHUNK):
+            chunk = texts[start : start + _TOKENIZE_CHUNK]
+            filled = [self._fill(text) for text in chunk]
+            encoded = self._encode_filled([string for string, _ in filled])
+            for i, text in enumerate(chunk):
+                first = (encoded["input_ids"][i], encoded["special_tokens_mask"][i], encoded["offset_mapping"][i])
+                rows.append(self._template_row(text, start + i, offsets=offsets, first=(*first, filled[i][1])))
+        return rows
+
+    def _template_row(self, text: str, index: int, *, offsets: bool, first: tuple) -> TokenizedText:
+        """One text in its template, tokenized as one string; the text's tokens are those of its last copy.
+
+        A token holding any character of the last copy is a text token (a word merged with the
+        template's punctuation included). An over-long text is cut at a token boundary of the last
+        copy, every copy alike, and the template is tokenized again around the cut text, so that the
+        template's own tokens always stay whole.
+        """
+        original, (ids, special, spans, start) = text, first
+        for _ in range(8):
+            spans = [tuple(span) for span in spans]
+            inside = [n for n, (a, b) in enumerate(spans) if a < start + len(text) and b > start and not special[n]]
+            if not inside:
+                raise NosinkError(f"text at index {index} is empty (it has no tokens); remove it or give it content")
+            excess = len(ids) - self.max_length
+            if excess <= 0:
+                text_spans = [(max(spans[n][0] - start, 0), min(spans[n][1] - start, len(text))) for n in inside]
+                return TokenizedText(ids, inside[0], inside[-1] + 1, text_spans if offsets else None, text != original)
+            copies = len(self.template_parts or ["", ""]) - 1
+            keep = len(inside) - -(-excess // copies)  # text tokens kept: each copy gives up its share
+            if keep < 1:
+                raise NosinkError(
+                    f"max_length={self.max_length} leaves no room for text after the prompt template, the "
+                    f"instruction and the special tokens ({len(ids) - len(inside) * copies}); raise max_length"
+                )
+            text = text[: spans[inside[keep - 1]][1] - start]
+            filled, start = self._fill(text)
+            encoded = self._encode_filled([filled])
+            ids, special, spans = (
+                encoded["input_ids"][0],
+                encoded["special_tokens_mask"][0],
+                encoded["offset_mapping"][0],
+            )
+        raise NosinkError(f"text at index {index} could not be cut to max_length={self.max_length} tokens")
+
+    def _encode_filled(self, strings: list[str]) -> Any:
+        return self.tokenizer(
+            strings,
+            add_special_tokens=True,
+            split_special_tokens=True,  # user text is text: "<s>" in it is three characters, never BOS
+            return_special_tokens_mask=True,
+            return_offsets_mapping=True,
+            truncation=False,
+            verbose=False,
+        )
+
     def from_ids(self, ids: list[int], *, index: int = 0) -> TokenizedText:
         """A row from the text's own token ids (no special tokens), wrapped like a tokenized text.
 
@@ -173,6 +246,8 @@ class TextTokenizer:
         instruction. An instruction is tokenized apart and its ids put before these (ids cannot be
         tokenized together with the instruction's characters).
         """
+        if self.template_parts is not None:
+            raise NosinkError("token ids cannot be put into a prompt template; send the text instead")
         lead, trail = self._specials()
         encoded = {
             "input_ids": [[*lead, *ids, *trail]],

@@ -176,7 +176,7 @@ class EmbeddingService:
     def _rows(
         self, inputs: list[str] | list[list[int]], instruction: str | None, truncate: bool
     ) -> list[TokenizedText]:
-        tokenizer = TextTokenizer(self.encoder.tokenizer, max_length=self.settings.max_length, instruction=instruction)
+        tokenizer = self.encoder.text_tokenizer(instruction, max_length=self.settings.max_length)
         if inputs and isinstance(inputs[0], list):
             rows = [self._row_from_ids(tokenizer, ids, i) for i, ids in enumerate(inputs)]
         else:
