@@ -314,7 +314,7 @@ def test_a_killed_process_resumes_and_half_written_files_are_redone(tmp_path: Pa
 
 @pytest.mark.parametrize(
     "change",
-    ["plan", "instruction", "input", "shard_size", "normalize"],
+    ["plan", "recipe", "instruction", "input", "shard_size", "normalize"],
 )
 def test_a_different_job_in_the_same_folder_is_refused(tmp_path: Path, encoder: Encoder, change: str) -> None:
     texts = make_texts(30, seed=4)
@@ -325,6 +325,8 @@ def test_a_different_job_in_the_same_folder_is_refused(tmp_path: Path, encoder: 
     other = encoder
     if change == "plan":
         other = encoder.with_plan("baseline")
+    elif change == "recipe":
+        other = encoder.with_recipe("layer=-2")
     elif change == "instruction":
         kwargs["instruction"] = "Find stories"
     elif change == "input":

@@ -218,6 +218,7 @@ def test_load_embedder_nosink(prefix: str) -> None:
         "device": "cpu",
         "dim": encoder.dim,
         "max_length": 512,
+        "recipe": "default",
         "path": str(STORIES.resolve()),
         "revision": None,
     }

@@ -277,3 +277,56 @@ def test_prompt_misuse_is_refused(stories: Encoder) -> None:
         Recipe.parse("pool=reference_mean")
     with pytest.raises(NosinkError, match="token ids cannot be put into a prompt template"):
         stories.with_recipe("prompt=prompteol").text_tokenizer().from_ids([5, 6, 7])
+
+
+# -------------------------------------------------------------------- every entry point carries the recipe
+
+
+def test_eval_records_the_recipe_and_scores_with_it(tmp_path, capsys) -> None:
+    import json
+
+    from conftest import SHARED, STORIES
+
+    from nosink.cli import main
+    from nosink.eval.data import load_pairs
+    from nosink.eval.sts import evaluate_sts
+
+    data = SHARED / "data" / "sick" / "SICK_trial.txt"
+    record = tmp_path / "record.json"
+    args = ["eval", "sts", "--model", str(STORIES), "--plan", "mask0-bidir:k=2", "--recipe", "prompt=prompteol"]
+    assert main([*args, "--data", str(data), "--limit", "40", "--record", str(record)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads(record.read_text())
+    assert saved["model"]["recipe"] == "prompt=prompteol,pool=last" and saved["model"]["pooling"] == "last"
+    encoder = Encoder.from_pretrained(str(STORIES), plan="mask0-bidir:k=2", recipe="prompt=prompteol")
+    expected = evaluate_sts(encoder, load_pairs(data, limit=40), instruction="Retrieve semantically similar text.")
+    assert printed["spearman"] == pytest.approx(expected.metrics["spearman"], abs=1e-9)
+    baseline = ["eval", "sts", "--model", "st:all-MiniLM-L6-v2", "--recipe", "layer=-2", "--data", str(data)]
+    assert main(baseline) == 2
+    assert "a recipe applies only to nosink models" in capsys.readouterr().err
+
+
+def test_the_server_and_embed_use_the_recipe(tmp_path) -> None:
+    import httpx
+    from conftest import STORIES
+    from test_server import running
+
+    from nosink.cli import main
+    from nosink.corpus.shards import iter_shards
+
+    encoder = Encoder.from_pretrained(str(STORIES), plan="mask0-bidir:k=2", recipe="prompt=echo,layer=-2")
+    with running(encoder, max_length=128) as url:
+        answer = httpx.post(f"{url}/v1/embeddings", json={"input": TEXTS}).json()
+        info = httpx.get(f"{url}/info").json()
+    vectors = np.array([item["embedding"] for item in answer["data"]])
+    np.testing.assert_allclose(vectors, encoder.encode(TEXTS, normalize=True), atol=1e-5)
+    assert info["recipe"] == "prompt=echo,pool=mean,layer=-2"
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(f'{{"id": "{i}", "text": "{t}"}}\n' for i, t in enumerate(TEXTS)), encoding="utf-8")
+    command = ["embed", str(corpus), "-o", str(tmp_path / "out"), "--model", str(STORIES), "--plan", "mask0-bidir:k=2"]
+    assert main([*command, "--recipe", "prompt=echo,layer=-2"]) == 0
+    embedded = np.concatenate([shard.embeddings for shard in iter_shards(tmp_path / "out")])
+    np.testing.assert_allclose(embedded, encoder.encode(TEXTS, normalize=True), atol=1e-5)
+    manifest = (tmp_path / "out" / "manifest.json").read_text()
+    assert '"recipe": "prompt=echo,pool=mean,layer=-2"' in manifest

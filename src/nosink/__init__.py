@@ -11,6 +11,7 @@ from nosink.errors import NosinkError
 from nosink.patterns import LayerPattern, Pattern
 from nosink.plan import Architecture, Plan, Schedule
 from nosink.pooling import Pooling
+from nosink.recipe import Recipe
 
 __all__ = [
     "Architecture",
@@ -21,6 +22,7 @@ __all__ = [
     "Pattern",
     "Plan",
     "Pooling",
+    "Recipe",
     "Schedule",
     "TokenEncoding",
 ]

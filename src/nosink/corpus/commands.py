@@ -19,6 +19,7 @@ from nosink.devices import DTYPE_CHOICES
 from nosink.errors import NosinkError
 from nosink.plan import Plan
 from nosink.pooling import Pooling
+from nosink.recipe import Recipe
 
 _EMBED_EXAMPLES = """\
 INPUT is a JSONL, CSV, TSV or Parquet file with a text field (default "text") and optionally an
@@ -42,6 +43,8 @@ def add_commands(commands: argparse._SubParsersAction, make: SubparserFactory) -
     parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="new, empty, or earlier run's folder")
     parser.add_argument("--model", required=True, metavar="M", help=MODEL_HELP)
     parser.add_argument("--plan", default="baseline", metavar="P", help="plan string (default: %(default)s)")
+    recipe_help = "which layer to pool and how, e.g. layer=-4 or prompt=prompteol (default: the last layer)"
+    parser.add_argument("--recipe", default="default", metavar="R", help=recipe_help)
     parser.add_argument("--pooling", default="mean", choices=[p.value for p in Pooling], help="default: %(default)s")
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="default: %(default)s")
     parser.add_argument("--device", metavar="D", help="cpu, cuda, cuda:1 … (default: cuda when available)")
@@ -82,6 +85,7 @@ def run_embed(args: argparse.Namespace) -> int:
     from nosink.corpus.reader import CorpusSource
 
     Plan.coerce(args.plan)  # cheap checks first: a typo should not wait for a pass over the corpus
+    Recipe.coerce(args.recipe)
     check_model_path(args.model)
     given = {flag: getattr(args, flag[2:].replace("-", "_")) for flag in _RAY_FLAGS}
     given = {flag: value for flag, value in given.items() if value is not None}  # the Ray flags set explicitly
@@ -91,7 +95,7 @@ def run_embed(args: argparse.Namespace) -> int:
     source = CorpusSource.open(
         args.input, input_format=args.input_format, id_field=args.id_field, text_field=args.text_field
     )
-    spec = EncoderSpec(args.model, args.plan, args.pooling, args.dtype, args.device, args.max_length)
+    spec = EncoderSpec(args.model, args.plan, args.pooling, args.dtype, args.device, args.max_length, args.recipe)
     report = embed_corpus(
         spec,
         source,

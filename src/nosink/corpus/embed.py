@@ -296,7 +296,8 @@ def _embed_local(
 
 
 def _loaded_identity(encoder: Encoder) -> dict[str, Any]:
-    return {
+    """As :meth:`EncoderSpec.identity` writes it, from a loaded encoder."""
+    identity = {
         "model": model_id(encoder.name),
         "plan": str(encoder.plan),
         "pooling": encoder.pooling.value,
@@ -304,6 +305,7 @@ def _loaded_identity(encoder: Encoder) -> dict[str, Any]:
         "max_length": encoder.max_length,
         "dimension": encoder.dim,
     }
+    return identity if encoder.recipe.is_default else identity | {"recipe": str(encoder.recipe)}
 
 
 def _now() -> str:

@@ -19,6 +19,7 @@ from nosink.encoder import Encoder, effective_max_length
 from nosink.errors import NosinkError
 from nosink.plan import Plan
 from nosink.pooling import Pooling
+from nosink.recipe import Recipe
 
 Progress = Callable[[int], None]  # told how many more texts are done
 
@@ -33,6 +34,7 @@ class EncoderSpec:
     dtype: str = "auto"
     device: str | None = None
     max_length: int | None = None  # None: 512, or the model's position limit when smaller
+    recipe: str = "default"
 
     def load(self) -> Encoder:
         return Encoder.from_pretrained(
@@ -42,6 +44,7 @@ class EncoderSpec:
             dtype=self.dtype,
             device=self.device,
             max_length=self.max_length,
+            recipe=self.recipe,
         )
 
     @classmethod
@@ -56,6 +59,7 @@ class EncoderSpec:
             encoder.dtype_name,
             encoder.device.type,
             encoder.max_length,
+            str(encoder.recipe),
         )
 
     def for_workers(self, gpus_per_worker: float) -> EncoderSpec:
@@ -80,14 +84,17 @@ class EncoderSpec:
 
         config = ModelSource.parse(self.model).load_config()
         dtype = resolve_dtype(self.dtype, resolve_device(self.device))
-        return {
+        recipe = Recipe.coerce(self.recipe)
+        identity = {
             "model": model_id(self.model),
             "plan": str(Plan.coerce(self.plan)),
-            "pooling": Pooling.coerce(self.pooling).value,
+            "pooling": (recipe.pool or Pooling.coerce(self.pooling)).value,
             "dtype": str(dtype).removeprefix("torch."),
             "max_length": effective_max_length(self.max_length, config, warn=False),
             "dimension": int(config.hidden_size),
         }
+        # Only a recipe that changes the vectors is written, so that jobs from before recipes still resume.
+        return identity if recipe.is_default else identity | {"recipe": str(recipe)}
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,8 @@ def _model_options(parser: argparse.ArgumentParser, *, baselines: bool = True, p
     elif plan == "one":
         parser.add_argument("--plan", default="baseline", metavar="P", help="plan string (default: %(default)s)")
     # "none": the command chooses its plans itself (sweep), so argparse refuses a --plan it would ignore
+    recipe_help = "nosink models: which layer to pool and how, e.g. layer=-4 or prompt=prompteol (see docs/recipes.md)"
+    parser.add_argument("--recipe", metavar="R", help=recipe_help)
     pooling_help = "default: mean; for st: models, their own Pooling module (hf: models take mean or cls)"
     pooling_choices = [p.value for p in Pooling] + (["cls"] if baselines else [])
     parser.add_argument("--pooling", choices=pooling_choices, help=pooling_help)
@@ -386,6 +388,7 @@ def _embedder(args: argparse.Namespace) -> Any:
         device=args.device,
         dtype=args.dtype,
         max_length=args.max_length,
+        recipe=args.recipe,
     )
 
 
@@ -393,9 +396,8 @@ def _encoder(args: argparse.Namespace, *, plan: str) -> Any:
     from nosink.encoder import Encoder
 
     pooling = args.pooling or Pooling.MEAN
-    return Encoder.from_pretrained(
-        args.model, plan=plan, pooling=pooling, dtype=args.dtype, device=args.device, max_length=args.max_length
-    )
+    options = {"dtype": args.dtype, "device": args.device, "max_length": args.max_length, "recipe": args.recipe}
+    return Encoder.from_pretrained(args.model, plan=plan, pooling=pooling, **options)
 
 
 def _sts_instruction(args: argparse.Namespace) -> str | None:

@@ -56,6 +56,7 @@ def load_embedder(
     device: torch.device | str | None = None,
     dtype: torch.dtype | str = "auto",
     max_length: int | None = None,
+    recipe: str | None = None,
 ) -> Embedder:
     """Load an embedder from a spec string: the one entry point for the CLI.
 
@@ -70,6 +71,7 @@ def load_embedder(
         dtype: ``auto`` (float32 on CPU, bfloat16/float16 on CUDA), ``float32``, ``bfloat16``, ``float16``.
         max_length: Truncate texts at this many tokens (capped at the model's own limit); default 512
             (for st: the model's own ``max_seq_length``).
+        recipe: A :class:`~nosink.recipe.Recipe` string (nosink models only); default: none.
 
     Returns:
         An object with ``encode(texts, *, instruction=None, batch_size=None, normalize=False, ...)``.
@@ -83,9 +85,12 @@ def load_embedder(
             dtype=dtype,
             device=device,
             max_length=max_length,
+            recipe=recipe,
         )
     if plan is not None:
         raise NosinkError(f"a plan applies only to nosink models (nosink:NAME), not to {spec!r}")
+    if recipe is not None:
+        raise NosinkError(f"a recipe applies only to nosink models (nosink:NAME), not to {spec!r}")
     if kind is EmbedderKind.SENTENCE_TRANSFORMERS:
         if pooling is not None:
             raise NosinkError(
@@ -130,7 +135,7 @@ def _describe(embedder: Embedder) -> dict[str, Any]:
             dtype_of(embedder.base),
             embedder.device,
             embedder.dim,
-        ) | {"max_length": embedder.max_length}
+        ) | {"max_length": embedder.max_length, "recipe": str(embedder.recipe)}
     describe = getattr(embedder, "describe", None)
     if callable(describe):
         return dict(describe())

@@ -309,6 +309,7 @@ def _install_routes(app: FastAPI, service: EmbeddingService, metrics: ServerMetr
         return {
             "model": service.model_name,
             "plan": str(encoder.plan),
+            "recipe": str(encoder.recipe),
             "pooling": encoder.pooling.value,
             "dimension": encoder.dim,
             "max_length": settings.max_length,

@@ -78,6 +78,7 @@ def load_app(settings: ServerSettings):
     encoder = Encoder.from_pretrained(
         settings.model,
         plan=settings.plan,
+        recipe=settings.recipe,
         pooling=settings.pooling,
         dtype=settings.dtype,
         device=settings.device,

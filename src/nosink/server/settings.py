@@ -18,6 +18,7 @@ class ServerSettings(BaseSettings):
 
     model: str = Field(description="hub name, local folder or .gguf file of the decoder")
     plan: str = Field("baseline", description="conversion plan, e.g. mask0&bidir:k=17,k0=2")
+    recipe: str = Field("default", description="layer read-out and prompt, e.g. layer=-4 or prompt=prompteol")
     pooling: Literal["mean", "weighted_mean", "last", "first", "reference_mean"] = Field(
         "mean", description="pooling mode"
     )
