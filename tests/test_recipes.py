@@ -10,7 +10,7 @@ from conftest import tiny_model, tiny_tokenizer, windowed_gemma3
 from reference import Reference
 from test_equivalence import batch
 
-from nosink import Encoder, NosinkError
+from nosink import Encoder, NosinkError, Plan
 from nosink.eval.sweep import family_plans, sweep_features
 from nosink.recipe import Recipe
 
@@ -330,3 +330,32 @@ def test_the_server_and_embed_use_the_recipe(tmp_path) -> None:
     np.testing.assert_allclose(embedded, encoder.encode(TEXTS, normalize=True), atol=1e-5)
     manifest = (tmp_path / "out" / "manifest.json").read_text()
     assert '"recipe": "prompt=echo,pool=mean,layer=-2"' in manifest
+
+
+def test_every_layer_is_read_out_of_one_sweep_pass() -> None:
+    """sweep_readouts: every (plan, recipe) equals encoding alone; reading all layers costs the calls of the deepest."""
+    from nosink.eval.sweep import sweep_readouts
+
+    base = tiny_model("llama")
+    encoder = Encoder.from_model(base, tiny_tokenizer(), pooling="last")
+    plans = [*family_plans("mask0-bidir", 4), Plan.parse("mask1&bidir:k=3,k0=1")]
+    recipes = ["layer=1", "layer=2,norm=off", "layer=3", "layer=-1", "layer=2..4"]
+    calls: list[int] = []
+    handles = [layer.register_forward_hook(lambda *args: calls.append(1)) for layer in base.layers]
+    try:
+        features = sweep_readouts(encoder, TEXTS, plans, recipes, instruction="find it", batch_size=len(TEXTS))
+        all_layers = len(calls)
+        calls.clear()
+        sweep_readouts(encoder, TEXTS, plans, ["layer=-1"], instruction="find it", batch_size=len(TEXTS))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert all_layers == len(calls)  # the layer axis costs no layer call
+    for plan, per_recipe in zip(plans, features, strict=True):
+        for recipe, feature in zip(recipes, per_recipe, strict=True):
+            expected = encoder.with_plan(plan).with_recipe(recipe).encode(TEXTS, instruction="find it")
+            np.testing.assert_allclose(feature, expected, atol=1e-5, rtol=0, err_msg=f"{plan} {recipe}")
+    with pytest.raises(NosinkError, match="share their prompt and pool"):
+        sweep_readouts(encoder, TEXTS, plans, ["layer=1", "prompt=prompteol"])
+    with pytest.raises(NosinkError, match="only its output is defined"):  # a branched plan: its output only
+        sweep_readouts(encoder, TEXTS, [Plan.parse("inter-back:k=2")], ["layer=2"])

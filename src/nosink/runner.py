@@ -178,59 +178,78 @@ def run_schedules(
     recipe: Recipe | None = None,
 ) -> list[torch.Tensor]:
     """The states [B, T, D] that ``recipe`` reads out (default: final-norm states) for many schedules at once,
-    sharing every common prefix.
+    sharing every common prefix (see :func:`run_readouts`)."""
+    readouts = run_readouts(base, family, schedules, input_ids, attention_mask, [recipe or Recipe()])
+    return [states[0] for states in readouts]
+
+
+def run_readouts(
+    base: nn.Module,
+    family: Family,
+    schedules: list[Schedule],
+    input_ids: torch.Tensor,  # [B, T]
+    attention_mask: torch.Tensor,  # [B, T], 1 = real token
+    recipes: list[Recipe],
+) -> list[list[torch.Tensor]]:
+    """For every schedule, the states [B, T, D] that each of ``recipes`` reads out (their layers and norm).
 
     Single-pass schedules form a tree by their per-layer patterns: a layer call is made once for
     all schedules that agree on every layer up to it. A k-sweep of ``inplace-bidir`` over k = 1…L
-    thus costs L causal layer calls plus the converted tops (L + L(L+1)/2 calls instead of L²).
-    Branched schedules (INTER/EXTRA/EXTEND) and reference-mode ones run one by one.
+    thus costs L causal layer calls plus the converted tops (L + L(L+1)/2 calls instead of L²), and
+    reading every layer out of it (one recipe per layer) costs no more layer calls than reading one.
+    No layer above the deepest one read out is run. Branched schedules (INTER/EXTRA/EXTEND) and
+    reference-mode ones run one by one.
     """
-    recipe = recipe or Recipe()
-    results: list[torch.Tensor | None] = [None] * len(schedules)
+    num_layers = len(family.decoder_layers(base))
+    wanted = [set(recipe.depths(num_layers)) for recipe in recipes]
+    results: list[list[torch.Tensor] | None] = [None] * len(schedules)
     single = [i for i, s in enumerate(schedules) if s.layer_patterns is not None and not s.reference]
-    alone = set(range(len(schedules))) - set(single)
     for i, schedule in enumerate(schedules):
-        if i in alone:  # branched, or reference mode (its own window rule and residual)
-            results[i] = run_recipe(base, family, schedule, recipe, input_ids, attention_mask)
-    if single:
-        position_ids = relative_positions(attention_mask)  # [B, T]
-        context = CallContext(attention_mask)
-        norm = family.final_norm(base)
-        with nosink_attention_enabled(base):
-            layers = family.decoder_layers(base)
-            depths = set(recipe.depths(len(layers)))
-            last = max(depths)  # no layer above the deepest one read out is run
-            hidden = family.embed(base, input_ids, position_ids)  # [B, T, D]
-            layer_inputs = family.layer_inputs(base, hidden, position_ids)
-            patterns = {i: schedules[i].layer_patterns for i in single}
+        if i not in single:  # branched, or reference mode (its own window rule and residual)
+            results[i] = [run_recipe(base, family, schedule, r, input_ids, attention_mask) for r in recipes]
+    if not single:
+        return results  # type: ignore[return-value]
+    position_ids = relative_positions(attention_mask)  # [B, T]
+    context = CallContext(attention_mask)
+    norm = family.final_norm(base)
+    last = max(max(depths) for depths in wanted)
+    Totals = tuple[torch.Tensor | None, ...]
 
-            def read(h: torch.Tensor, depth: int, total: torch.Tensor | None) -> torch.Tensor | None:
-                """The running sum [B, T, D] of the read-out states along one path, with depth ``depth`` added."""
-                if depth not in depths:
-                    return total
-                state = norm(h) if recipe.norm else h  # [B, T, D]
-                return state if total is None else total + state
+    def read(h: torch.Tensor, depth: int, totals: Totals) -> Totals:
+        """The running sums [B, T, D] of every recipe's states along one path, with depth ``depth`` added."""
+        normed = norm(h) if any(depth in d and r.norm for d, r in zip(wanted, recipes, strict=True)) else None
+        out = []
+        for depths, recipe, total in zip(wanted, recipes, totals, strict=True):
+            state = (normed if recipe.norm else h) if depth in depths else None  # [B, T, D]
+            out.append(total if state is None else state if total is None else total + state)
+        return tuple(out)
 
-            def descend(members: list[int], depth: int, h: torch.Tensor, total: torch.Tensor | None) -> None:
-                total = read(h, depth, total)
-                if depth == last:
-                    out = total / len(depths)  # type: ignore[operator]  # [B, T, D]
-                    for i in members:
-                        results[i] = out
-                    return
-                groups: dict[LayerPattern, list[int]] = {}
+    with nosink_attention_enabled(base):
+        layers = family.decoder_layers(base)
+        hidden = family.embed(base, input_ids, position_ids)  # [B, T, D]
+        layer_inputs = family.layer_inputs(base, hidden, position_ids)
+        patterns = {i: schedules[i].layer_patterns for i in single}
+
+        def descend(members: list[int], depth: int, h: torch.Tensor, totals: Totals) -> None:
+            totals = read(h, depth, totals)
+            if depth == last:
+                out = [total / len(depths) for total, depths in zip(totals, wanted, strict=True)]  # type: ignore[operator]
                 for i in members:
-                    groups.setdefault(patterns[i][depth], []).append(i)
-                ordered = sorted(groups.items(), key=lambda item: len(item[1]))  # widest group last
-                for index, (pattern, group) in enumerate(ordered):
-                    h_next = _call_layer(layers, layer_inputs, context, depth, pattern, h)  # [B, T, D]
-                    if index == len(ordered) - 1:
-                        del h  # the last branch does not need the parent state: memory stays O(branches)
-                        descend(group, depth + 1, h_next, total)
-                        return
-                    descend(group, depth + 1, h_next, total)
+                    results[i] = out
+                return
+            groups: dict[LayerPattern, list[int]] = {}
+            for i in members:
+                groups.setdefault(patterns[i][depth], []).append(i)
+            ordered = sorted(groups.items(), key=lambda item: len(item[1]))  # widest group last
+            for index, (pattern, group) in enumerate(ordered):
+                h_next = _call_layer(layers, layer_inputs, context, depth, pattern, h)  # [B, T, D]
+                if index == len(ordered) - 1:
+                    del h  # the last branch does not need the parent state: memory stays O(branches)
+                    descend(group, depth + 1, h_next, totals)
+                    return
+                descend(group, depth + 1, h_next, totals)
 
-            descend(single, 0, hidden, None)
+        descend(single, 0, hidden, (None,) * len(recipes))
     return results  # type: ignore[return-value]
 
 

@@ -25,7 +25,8 @@ from nosink.eval.ner import TokenFeatures, cross_validated_f1, token_features
 from nosink.inputs import Batch, check_texts
 from nosink.plan import Plan
 from nosink.pooling import pool
-from nosink.runner import run_schedules
+from nosink.recipe import Recipe
+from nosink.runner import run_readouts, run_schedules
 
 SWEEP_FAMILIES = (
     "inplace-bidir",
@@ -247,6 +248,46 @@ def sweep_features(
         for output, state in zip(features, states, strict=True):
             pooled = pool(state, batch.attention_mask, batch.text_mask, encoder.pooling, batch.prompt_mask)  # [B, D]
             output[batch.indices] = pooled.cpu().numpy()
+    return features
+
+
+@torch.inference_mode()
+def sweep_readouts(
+    encoder: Encoder,
+    texts: Sequence[str],
+    plans: Sequence[Plan],
+    recipes: Sequence[Recipe | str],
+    *,
+    instruction: str | None = None,
+    batch_size: int | None = None,
+    show_progress_bar: bool | None = None,
+) -> list[list[np.ndarray]]:
+    """Pooled features [N, D] of ``texts`` under every plan and every recipe, from one shared-prefix pass per batch.
+
+    ``result[p][r]`` equals ``encoder.with_plan(plans[p]).with_recipe(recipes[r]).encode(texts)``. The
+    recipes may differ in their layers and norm only (one tokenization, one pooling): reading every
+    layer costs no more layer calls than reading the deepest one.
+    """
+    texts = check_texts(texts)
+    readouts = [Recipe.coerce(recipe) for recipe in recipes]
+    if not readouts:
+        raise NosinkError("sweep_readouts needs at least one recipe")
+    if len({(r.prompt, r.pool) for r in readouts}) > 1:
+        raise NosinkError("the recipes of one read-out sweep must share their prompt and pool; sweep them apart")
+    first = encoder.with_recipe(readouts[0])  # its tokenization and pooling hold for every recipe
+    schedules = [plan.resolve(encoder.num_layers) for plan in plans]
+    features = [[np.zeros((len(texts), encoder.dim), dtype=np.float32) for _ in readouts] for _ in plans]
+
+    def run(batch: Batch) -> list[list[torch.Tensor]]:
+        return run_readouts(encoder.base, encoder.family, schedules, batch.input_ids, batch.attention_mask, readouts)
+
+    rows = first.tokenize(texts, instruction=instruction)
+    progress = {"show_progress_bar": show_progress_bar, "description": f"sweep ({len(plans)} plans x {len(readouts)})"}
+    for batch, states in first.run_batches(rows, batch_size=batch_size, run=run, **progress):
+        for per_plan, plan_states in zip(features, states, strict=True):
+            for output, state in zip(per_plan, plan_states, strict=True):
+                pooled = pool(state, batch.attention_mask, batch.text_mask, first.pooling, batch.prompt_mask)  # [B, D]
+                output[batch.indices] = pooled.cpu().numpy()
     return features
 
 
