@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,22 @@ examples:
 """
 
 
+_TUNE_EXAMPLES = """\
+Scores every plan of the families (k on a five-point grid unless --ks), under every prompt, at
+every layer, on validation data; the winner's plan and recipe go to OUT/winner.json, and the
+test split, when given, is scored once for the baseline and the winner. Every layer of every plan
+comes from one shared-prefix pass per prompt. Resumable: finished prompts are kept in
+OUT/rows.jsonl. docs/recipes.md explains prompts and layers.
+
+examples:
+  M=$(nosink models pull smollm2-135m-instruct); D=../shared/data
+  nosink tune --model "$M" --task sts --data $D/sick/SICK_trial.txt --test $D/sick/SICK_test_annotated.txt \\
+      --limit 200 --out tune/smollm2 --torch-threads 2
+  nosink tune --model "$M" --task sts --data $D/sick/SICK_trial.txt --prompts default,prompt=prompteol \\
+      --layers=-1,-4,-8 --budget-min 10 --out tune/quick
+"""
+
+
 def add_commands(commands: argparse._SubParsersAction, make: SubparserFactory) -> None:
     """Register ``eval``, ``sweep`` and ``attention`` on the CLI's subcommands."""
     evaluate = make(commands, "eval", summary="Score a model and plan on a task.", epilog=_EVAL_EXAMPLES, handler=None)
@@ -98,6 +115,14 @@ def add_commands(commands: argparse._SubParsersAction, make: SubparserFactory) -
         commands, "study", summary="The paper's study on one model.", epilog=_STUDY_EXAMPLES, handler=run_study
     )
     _add_study_arguments(study)
+    tune = make(
+        commands,
+        "tune",
+        summary="Search plans x prompts x layers on validation data.",
+        epilog=_TUNE_EXAMPLES,
+        handler=run_tune,
+    )
+    _add_tune_arguments(tune)
 
 
 # -------------------------------------------------------------------- arguments
@@ -204,6 +229,28 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instruction", metavar="T", help="default: the paper's STS one for sts, none otherwise")
     parser.add_argument("--out", default="sweep", metavar="DIR", help="folder for sweep.csv/json/png")
     parser.add_argument("--select", metavar="PATH", help="write the best plan string to this file")
+    _limit(parser)
+
+
+def _add_tune_arguments(parser: argparse.ArgumentParser) -> None:
+    _model_options(parser, baselines=False, plan="none")
+    parser.add_argument("--task", required=True, choices=("sts", "classification"))
+    parser.add_argument("--data", metavar="PATH", help="sts: validation pairs")
+    parser.add_argument("--train", metavar="PATH", help="classification: training texts")
+    parser.add_argument("--val", metavar="PATH", help="classification: validation texts")
+    parser.add_argument("--test", metavar="PATH", help="sts: test pairs; classification: test texts (scored once)")
+    parser.add_argument("--test-limit", type=positive_int, metavar="N", help="use only the first N test items")
+    families = "single-pass plan families to search (repeatable; default: inplace-bidir, mask0-bidir, mask0&bidir)"
+    parser.add_argument("--family", action="append", metavar="F", help=families)
+    parser.add_argument("--ks", metavar="LIST", help="k values: 1-8 or 1,2,4 (default: about L/10, L/4, L/2, 3L/4, L)")
+    parser.add_argument("--k0s", default="1,2", metavar="LIST", help="k0 grid for &bidir families (default: 1,2)")
+    prompts = "recipes without a layer, separated by ';' (default: default;prompt=prompteol;prompt=echo)"
+    parser.add_argument("--prompts", metavar="LIST", help=prompts)
+    layers = "layer=j values, e.g. --layers=-1,-4,-8 (with '=': a leading minus; default: every layer)"
+    parser.add_argument("--layers", metavar="LIST", help=layers)
+    parser.add_argument("--budget-min", type=positive_float, metavar="MIN", help="start no prompt after this time")
+    parser.add_argument("--instruction", metavar="T", help="default: the paper's STS one for sts, none otherwise")
+    parser.add_argument("--out", default="tune", metavar="DIR", help="folder for rows.jsonl, table.csv, winner.json")
     _limit(parser)
 
 
@@ -328,6 +375,57 @@ def run_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_tune(args: argparse.Namespace) -> int:
+    from nosink.eval.sweep import check_family
+    from nosink.eval.tune import DEFAULT_FAMILIES, DEFAULT_PROMPTS, TuneSpace, tune
+
+    _check_outputs(args)
+    if args.recipe is not None:
+        raise NosinkError("tune searches recipes itself: give --prompts and --layers instead of --recipe")
+    families = tuple(args.family or DEFAULT_FAMILIES)
+    for family in families:
+        check_family(family)
+    prompts = tuple(p.strip() for p in args.prompts.split(";") if p.strip()) if args.prompts else DEFAULT_PROMPTS
+    layers = _int_list(args.layers, "--layers", signed=True)
+    ks, k0s = _int_list(args.ks, "--ks"), _int_list(args.k0s, "--k0s")
+    space = TuneSpace(families, tuple(ks) if ks else None, tuple(k0s or ()), prompts, tuple(layers) if layers else None)
+    task, files = _sweep_task(args)
+    test = _test_task(args, task) if args.test else None
+    encoder = _encoder(args, plan="baseline")
+    budget = None if args.budget_min is None else 60 * args.budget_min
+    say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    result = tune(
+        encoder, task, space=space, out=args.out, budget_s=budget, test=test, batch_size=args.batch_size, say=say
+    )
+    winner = {"plan": result.winner.plan, "recipe": result.winner.recipe, "validation": result.winner.score}
+    print(json.dumps({**winner, "test": result.test}, indent=2))
+    metrics = {**winner, "test": result.test, "rows": len(result.rows), "skipped_prompts": result.skipped_prompts}
+    _write(
+        args,
+        f"tune-{task.name}",
+        encoder,
+        metrics,
+        files + ([args.test] if args.test else []),
+        asdict(space),
+        result.seconds,
+    )
+    return 0
+
+
+def _test_task(args: argparse.Namespace, task: Any) -> Any:
+    """The validation task's protocol on the test split: STS pairs, or train + test texts for classification."""
+    from nosink.eval.data import load_labeled, load_pairs
+    from nosink.eval.sweep import ClassificationSweepTask, StsSweepTask
+
+    if args.task == "sts":
+        data = load_pairs(args.test, limit=args.test_limit)
+        return StsSweepTask(data.texts_a, data.texts_b, data.scores, instruction=task.instruction, name="sts-test")
+    train, test = load_labeled(args.train), load_labeled(args.test, limit=args.test_limit)
+    return ClassificationSweepTask(
+        train.texts, train.labels, test.texts, test.labels, instruction=task.instruction, name="classification-test"
+    )
+
+
 def run_attention(args: argparse.Namespace) -> int:
     from nosink.eval.sink import attention_maps, detect_sinks, plot_attention_grid, plot_sink_scores, sink_scores
     from nosink.io import read_inputs
@@ -433,16 +531,21 @@ def _sweep_task(args: argparse.Namespace) -> tuple[Any, list[str]]:
     return task, [args.train, args.val]
 
 
-def _int_list(text: str | None, option: str) -> list[int] | None:
+def _int_list(text: str | None, option: str, *, signed: bool = False) -> list[int] | None:
+    """``1-8`` or ``1,2,4``; with ``signed``, only comma-separated integers, which may be negative."""
     if text is None:
         return None
     values: list[int] = []
     try:
         for part in filter(None, (p.strip() for p in text.split(","))):
+            if signed:
+                values.append(int(part))
+                continue
             low, _, high = part.partition("-")
             values += list(range(int(low), int(high) + 1)) if high else [int(low)]
     except ValueError:
-        raise NosinkError(f"{option} takes integers like 1-8 or 1,2,4, got {text!r}") from None
+        kind = "integers like -1,-4,8" if signed else "integers like 1-8 or 1,2,4"
+        raise NosinkError(f"{option} takes {kind}, got {text!r}") from None
     return values
 
 
