@@ -218,10 +218,7 @@ def _add_mteb(tasks: argparse._SubParsersAction, make: SubparserFactory) -> None
 
 def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     _model_options(parser, baselines=False, plan="none")
-    parser.add_argument("--task", required=True, choices=("sts", "classification"))
-    parser.add_argument("--data", metavar="PATH", help="sts: validation pairs")
-    parser.add_argument("--train", metavar="PATH", help="classification: training texts")
-    parser.add_argument("--val", metavar="PATH", help="classification: validation texts")
+    _validation_data(parser)
     family = "e.g. mask0-bidir, mask0&bidir, inter-back&bidir; add :res=3 for reference mode (repeatable)"
     parser.add_argument("--family", action="append", required=True, metavar="F", help=family)
     parser.add_argument("--ks", metavar="LIST", help="k values: 1-8 or 1,2,4 (default: 1..L)")
@@ -232,12 +229,17 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     _limit(parser)
 
 
-def _add_tune_arguments(parser: argparse.ArgumentParser) -> None:
-    _model_options(parser, baselines=False, plan="none")
+def _validation_data(parser: argparse.ArgumentParser) -> None:
+    """The validation task of ``sweep`` and ``tune`` (read by :func:`_sweep_task`)."""
     parser.add_argument("--task", required=True, choices=("sts", "classification"))
     parser.add_argument("--data", metavar="PATH", help="sts: validation pairs")
     parser.add_argument("--train", metavar="PATH", help="classification: training texts")
     parser.add_argument("--val", metavar="PATH", help="classification: validation texts")
+
+
+def _add_tune_arguments(parser: argparse.ArgumentParser) -> None:
+    _model_options(parser, baselines=False, plan="none")
+    _validation_data(parser)
     parser.add_argument("--test", metavar="PATH", help="sts: test pairs; classification: test texts (scored once)")
     parser.add_argument("--test-limit", type=positive_int, metavar="N", help="use only the first N test items")
     families = "single-pass plan families to search (repeatable; default: inplace-bidir, mask0-bidir, mask0&bidir)"

@@ -20,6 +20,13 @@ DEFAULT_RECORD_FOLDER = "results"
 _PACKAGES = ("nosink", "torch", "transformers", "numpy", "scikit-learn", "imbalanced-learn", "seqeval", "mteb")
 
 
+def model_name(name: str) -> str:
+    """A model's short name for titles and records: its folder's name; for a converted GGUF
+    (``<name>/transformers``, see ``nosink models``), the parent's."""
+    folder = Path(name)
+    return (folder.parent.name if folder.name == "transformers" else folder.name) or name
+
+
 def package_versions() -> dict[str, str | None]:
     """Versions of the packages that can change a result (None when not installed)."""
     versions: dict[str, str | None] = {"python": platform.python_version()}

@@ -38,7 +38,7 @@ from nosink.eval.classification import classification_scores, domain_scores, mte
 from nosink.eval.conll import load_conll
 from nosink.eval.data import LabeledTexts, load_labeled, load_pairs
 from nosink.eval.ner import TokenFeatures, score_probe, train_probe
-from nosink.eval.results import package_versions
+from nosink.eval.results import model_name, package_versions
 from nosink.eval.sources import file_digest
 from nosink.eval.sts import sts_scores
 from nosink.eval.sweep import (
@@ -189,7 +189,7 @@ def _model_description(encoder: Encoder) -> dict[str, Any]:
     convert = folder / "nosink-convert.json"
     source = json.loads(convert.read_text()) if convert.is_file() else {}
     return {
-        "name": folder.parent.name if folder.name == "transformers" else folder.name,
+        "name": model_name(encoder.name),
         "gguf": source.get("gguf"),
         "gguf_sha256": source.get("sha256"),
         "layers": encoder.num_layers,

@@ -233,22 +233,8 @@ def sweep_features(
     show_progress_bar: bool | None = None,
 ) -> list[np.ndarray]:
     """Pooled features [N, D] of ``texts`` under every plan, equal to ``encoder.with_plan(p).encode(texts)``."""
-    texts = check_texts(texts)
-    schedules = [plan.resolve(encoder.num_layers) for plan in plans]
-    features = [np.zeros((len(texts), encoder.dim), dtype=np.float32) for _ in plans]
-
-    def run(batch: Batch) -> list[torch.Tensor]:
-        return run_schedules(
-            encoder.base, encoder.family, schedules, batch.input_ids, batch.attention_mask, recipe=encoder.recipe
-        )
-
-    rows = encoder.tokenize(texts, instruction=instruction)
-    progress = {"show_progress_bar": show_progress_bar, "description": f"sweep ({len(plans)} plans)"}
-    for batch, states in encoder.run_batches(rows, batch_size=batch_size, run=run, **progress):
-        for output, state in zip(features, states, strict=True):
-            pooled = pool(state, batch.attention_mask, batch.text_mask, encoder.pooling, batch.prompt_mask)  # [B, D]
-            output[batch.indices] = pooled.cpu().numpy()
-    return features
+    options = {"instruction": instruction, "batch_size": batch_size, "show_progress_bar": show_progress_bar}
+    return [per_plan[0] for per_plan in sweep_readouts(encoder, texts, plans, [encoder.recipe], **options)]
 
 
 @torch.inference_mode()

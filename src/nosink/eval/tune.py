@@ -24,6 +24,7 @@ from typing import Any
 
 from nosink.encoder import Encoder
 from nosink.errors import NosinkError
+from nosink.eval.results import model_name
 from nosink.eval.sweep import SweepTask, family_plans, sweep_readouts
 from nosink.outputs import write_text_atomic
 from nosink.plan import Plan
@@ -214,13 +215,7 @@ def _write_outputs(out: Path, result: TuneResult, encoder: Encoder) -> None:
     summary = {**winner, "task": result.task, "metric": result.main_metric, "test": result.test}
     summary |= {"skipped_prompts": result.skipped_prompts, "seconds": result.seconds, "model": encoder.name}
     write_text_atomic(out / "winner.json", json.dumps(summary, indent=2) + "\n")
-    _plot(result, out / "tune.png", title=f"{_model_name(encoder)}: {result.task} {result.main_metric}")
-
-
-def _model_name(encoder: Encoder) -> str:
-    """The folder's name; for a converted GGUF (``<name>/transformers``), its parent's."""
-    folder = Path(encoder.name)
-    return folder.parent.name if folder.name == "transformers" else folder.name or encoder.name
+    _plot(result, out / "tune.png", title=f"{model_name(encoder.name)}: {result.task} {result.main_metric}")
 
 
 def _plot(result: TuneResult, path: Path, *, title: str) -> None:
