@@ -128,8 +128,11 @@ def add_commands(commands: argparse._SubParsersAction, make: SubparserFactory) -
 # -------------------------------------------------------------------- arguments
 
 
-def _model_options(parser: argparse.ArgumentParser, *, baselines: bool = True, plan: str = "one") -> None:
-    """--model and the encoder options. ``plan``: ``one`` --plan, ``many`` (repeatable), or ``none`` (sweep)."""
+def _model_options(
+    parser: argparse.ArgumentParser, *, baselines: bool = True, plan: str = "one", recipe: bool = True
+) -> None:
+    """--model and the encoder options. ``plan``: ``one`` --plan, ``many`` (repeatable), or ``none`` (sweep);
+    ``recipe``: whether --recipe is offered (tune searches recipes itself)."""
     kinds = "; st:NAME for sentence-transformers, hf:NAME for a plain HF encoder" if baselines else ""
     parser.add_argument("--model", required=True, metavar="M", help=f"{MODEL_HELP}{kinds}")
     if plan == "many":
@@ -137,8 +140,9 @@ def _model_options(parser: argparse.ArgumentParser, *, baselines: bool = True, p
     elif plan == "one":
         parser.add_argument("--plan", default="baseline", metavar="P", help="plan string (default: %(default)s)")
     # "none": the command chooses its plans itself (sweep), so argparse refuses a --plan it would ignore
-    recipe_help = "nosink models: which layer to pool and how, e.g. layer=-4 or prompt=prompteol (see docs/recipes.md)"
-    parser.add_argument("--recipe", metavar="R", help=recipe_help)
+    if recipe:
+        recipe_help = "nosink models: which layer to pool and how, e.g. layer=-4 or prompt=prompteol (docs/recipes.md)"
+        parser.add_argument("--recipe", metavar="R", help=recipe_help)
     pooling_help = "default: mean; for st: models, their own Pooling module (hf: models take mean or cls)"
     pooling_choices = [p.value for p in Pooling] + (["cls"] if baselines else [])
     parser.add_argument("--pooling", choices=pooling_choices, help=pooling_help)
@@ -238,7 +242,7 @@ def _validation_data(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_tune_arguments(parser: argparse.ArgumentParser) -> None:
-    _model_options(parser, baselines=False, plan="none")
+    _model_options(parser, baselines=False, plan="none", recipe=False)
     _validation_data(parser)
     parser.add_argument("--test", metavar="PATH", help="sts: test pairs; classification: test texts (scored once)")
     parser.add_argument("--test-limit", type=positive_int, metavar="N", help="use only the first N test items")
@@ -382,8 +386,6 @@ def run_tune(args: argparse.Namespace) -> int:
     from nosink.eval.tune import DEFAULT_FAMILIES, DEFAULT_PROMPTS, TuneSpace, tune
 
     _check_outputs(args)
-    if args.recipe is not None:
-        raise NosinkError("tune searches recipes itself: give --prompts and --layers instead of --recipe")
     families = tuple(args.family or DEFAULT_FAMILIES)
     for family in families:
         check_family(family)
@@ -496,7 +498,8 @@ def _encoder(args: argparse.Namespace, *, plan: str) -> Any:
     from nosink.encoder import Encoder
 
     pooling = args.pooling or Pooling.MEAN
-    options = {"dtype": args.dtype, "device": args.device, "max_length": args.max_length, "recipe": args.recipe}
+    recipe = getattr(args, "recipe", None)  # tune has no --recipe: it searches recipes
+    options = {"dtype": args.dtype, "device": args.device, "max_length": args.max_length, "recipe": recipe}
     return Encoder.from_pretrained(args.model, plan=plan, pooling=pooling, **options)
 
 
