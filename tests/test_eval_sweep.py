@@ -170,3 +170,26 @@ def test_run_sweep_scores_a_token_task_with_each_plan_features() -> None:
         expected = cross_validated_f1(ner_features(encoder.with_plan(row.plan), WORDS), tags, folds=2)
         assert row.metrics == pytest.approx(expected, abs=1e-6)
         assert row.score == row.metrics["f1"]
+
+
+def test_classification_task_encodes_only_the_training_texts_the_protocol_reads() -> None:
+    """A large training split: only the undersampled rows are encoded, and the scores equal scoring every row."""
+    from nosink.eval.classification import classification_scores
+    from nosink.eval.sweep import ClassificationSweepTask
+
+    rng = np.random.default_rng(0)
+    labels = [f"l{i % 3}" for i in range(300)]
+    train = [f"train text {i}" for i in range(300)]
+    val, val_labels = [f"val text {i}" for i in range(40)], [f"l{i % 3}" for i in range(40)]
+    vectors = {
+        text: rng.normal(size=6) + int(label[1:]) for text, label in zip(train + val, labels + val_labels, strict=True)
+    }
+    task = ClassificationSweepTask(train, labels, val, val_labels, n_experiments=3)
+    texts = task.texts()
+    assert len(texts) == len(task.read) + len(val) and len(task.read) <= 3 * 8 * 3 < len(train)
+    scores = task.score(np.stack([vectors[text] for text in texts]))
+    every_row = np.stack([vectors[text] for text in train])
+    expected = classification_scores(
+        every_row, labels, np.stack([vectors[t] for t in val]), val_labels, n_experiments=3
+    )
+    assert scores == expected and scores["accuracy"] > 0.5

@@ -3,6 +3,8 @@ tests/reference.py and against transformers' own hidden states, under padding, p
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from test_equivalence import batch
 
 from nosink import Encoder, NosinkError, Plan
 from nosink.eval.sweep import family_plans, sweep_features
-from nosink.recipe import Recipe
+from nosink.recipe import METAEOL_TEMPLATES, Recipe
 
 TEXTS = [
     "the cat sat on the mat",
@@ -277,6 +279,97 @@ def test_prompt_misuse_is_refused(stories: Encoder) -> None:
         Recipe.parse("pool=reference_mean")
     with pytest.raises(NosinkError, match="token ids cannot be put into a prompt template"):
         stories.with_recipe("prompt=prompteol").text_tokenizer().from_ids([5, 6, 7])
+
+
+# -------------------------------------------------------------------- several templates: MetaEOL, user lists
+
+TWO_TEMPLATES = ["In short, {text} means:", 'A story: "{text}" is about']
+
+
+def averaged_last_tokens(encoder: Encoder, templates: list[str], texts: list[str]) -> np.ndarray:
+    """[N, D]: per text, the mean over templates of the last token's state, each string run alone (no padding)."""
+    return np.stack(
+        [
+            np.mean(
+                [alone_states(encoder, template.replace("{text}", text))[0][-1].numpy() for template in templates], 0
+            )
+            for text in texts
+        ]
+    )
+
+
+def test_several_templates_average_their_pooled_vectors(stories: Encoder) -> None:
+    encoder = stories.with_recipe(f"prompt={json.dumps(TWO_TEMPLATES)},pool=last")
+    assert encoder.rows_per_text == 2 and encoder.recipe.templates == tuple(TWO_TEMPLATES)
+    expected = averaged_last_tokens(stories, TWO_TEMPLATES, TEXTS)
+    np.testing.assert_allclose(encoder.encode(TEXTS, batch_size=3), expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(encoder.encode(TEXTS, packing=True), expected, atol=1e-5, rtol=0)
+    normalized = expected / np.linalg.norm(expected, axis=1, keepdims=True)  # normalized after averaging
+    np.testing.assert_allclose(encoder.encode(TEXTS, normalize=True), normalized, atol=1e-5, rtol=0)
+    one = stories.with_recipe(f"prompt={json.dumps(TWO_TEMPLATES[:1])},pool=last").encode(TEXTS)
+    assert not np.allclose(one, expected, atol=1e-3)  # the second template counts
+
+
+def test_metaeol_is_the_mean_over_its_eight_meta_task_prompts(stories: Encoder) -> None:
+    encoder = stories.with_recipe("prompt=metaeol")
+    assert str(encoder.recipe) == "prompt=metaeol,pool=last" and encoder.rows_per_text == len(METAEOL_TEMPLATES) == 8
+    assert all(t.count("{text}") == 1 and t.endswith('in one word:"') for t in METAEOL_TEMPLATES)
+    texts = TEXTS[:2]
+    expected = averaged_last_tokens(stories, list(METAEOL_TEMPLATES), texts)
+    np.testing.assert_allclose(encoder.encode(texts, batch_size=5), expected, atol=1e-5, rtol=0)
+
+
+def test_several_templates_in_the_server_the_corpus_and_the_sweep(tmp_path) -> None:
+    import httpx
+    from conftest import STORIES
+    from test_server import running
+
+    from nosink.cli import main
+    from nosink.corpus.shards import iter_shards
+    from nosink.eval.sweep import sweep_readouts
+
+    recipe = f"prompt={json.dumps(TWO_TEMPLATES)},pool=mean"
+    encoder = Encoder.from_pretrained(str(STORIES), plan="mask0-bidir:k=2", recipe=recipe)
+    expected = encoder.encode(TEXTS, normalize=True)
+    with running(encoder, max_length=128, max_batch_size=3) as url:  # a request's rows split over batches
+        answer = httpx.post(f"{url}/v1/embeddings", json={"input": TEXTS}).json()
+        too_long = httpx.post(f"{url}/embed", json={"inputs": ["sun", "moon " * 40], "truncate": False})
+    np.testing.assert_allclose([item["embedding"] for item in answer["data"]], expected, atol=1e-5)
+    assert too_long.status_code == 413 and "input 1 " in too_long.json()["error"]["message"]  # the text, not the row
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(f'{{"id": "{i}", "text": "{t}"}}\n' for i, t in enumerate(TEXTS)), encoding="utf-8")
+    command = ["embed", str(corpus), "-o", str(tmp_path / "out"), "--model", str(STORIES), "--plan", "mask0-bidir:k=2"]
+    assert main([*command, "--recipe", recipe, "--batch-size", "3"]) == 0
+    shards = list(iter_shards(tmp_path / "out"))
+    np.testing.assert_allclose(np.concatenate([shard.embeddings for shard in shards]), expected, atol=1e-5)
+
+    plans = [Plan.parse("baseline"), Plan.parse("mask0-bidir:k=3")]
+    features = sweep_readouts(encoder, TEXTS, plans, [f"{recipe},layer=2", f"{recipe},layer=-1"], batch_size=3)
+    for plan, per_recipe in zip(plans, features, strict=True):
+        for layer, feature in zip(["2", "-1"], per_recipe, strict=True):
+            alone = encoder.with_plan(plan).with_recipe(f"{recipe},layer={layer}").encode(TEXTS)
+            np.testing.assert_allclose(feature, alone, atol=1e-5, rtol=0, err_msg=f"{plan} layer={layer}")
+
+
+def test_several_templates_misuse_is_refused(stories: Encoder) -> None:
+    encoder = stories.with_recipe("prompt=metaeol")
+    with pytest.raises(NosinkError, match="token states come from one prompt"):
+        encoder.encode_tokens(["a cat"])
+    with pytest.raises(NosinkError, match="rows are not 8 rows"):
+        encoder.embed_rows(encoder.tokenize(["a cat"])[:3])
+    with pytest.raises(NosinkError, match="holding \\{text\\}"):
+        Recipe.parse('prompt=["a {text}", "no slot"]')
+    with pytest.raises(NosinkError, match="at least one template"):
+        Recipe.parse("prompt=[]")
+    with pytest.raises(NosinkError, match="only a recipe prompt may be a list"):
+        Recipe.parse("layer=[1, 2]")
+    short = Encoder.from_model(
+        stories.model, stories.tokenizer, recipe=f"prompt={json.dumps(TWO_TEMPLATES)}", max_length=24
+    )
+    with pytest.warns(UserWarning, match="^1 of 2 texts were longer"):  # texts counted, not rows
+        rows = short.tokenize(["sun", "the little dog ran to the big park and played with a red ball " * 3])
+    assert len(rows) == 4 and [row.truncated for row in rows] == [False, False, True, True]
 
 
 # -------------------------------------------------------------------- every entry point carries the recipe

@@ -235,7 +235,7 @@ def test_a_request_that_can_never_fit_the_queue_gets_413_not_a_retry(encoder: En
 def test_a_failed_batch_fails_only_its_requests(encoder: Encoder, monkeypatch) -> None:
     """A model error answers 500 to the requests of that batch; the next batch works again."""
     failing = Encoder.from_model(encoder.model, encoder.tokenizer, plan=PLAN)
-    original = failing.embed_rows
+    original = failing.pool_rows
     calls = {"n": 0}
 
     def flaky(rows, **kwargs):
@@ -244,7 +244,7 @@ def test_a_failed_batch_fails_only_its_requests(encoder: Encoder, monkeypatch) -
             raise RuntimeError("boom at /secret/path")
         return original(rows, **kwargs)
 
-    monkeypatch.setattr(failing, "embed_rows", flaky)
+    monkeypatch.setattr(failing, "pool_rows", flaky)
     with running(failing) as base:
         first = httpx.post(f"{base}/v1/embeddings", json={"input": "a cat"})
         assert first.status_code == 500 and "/secret" not in first.text and "boom" not in first.text
@@ -253,13 +253,13 @@ def test_a_failed_batch_fails_only_its_requests(encoder: Encoder, monkeypatch) -
 
 def test_graceful_shutdown_finishes_in_flight_requests(encoder: Encoder) -> None:
     slow = Encoder.from_model(encoder.model, encoder.tokenizer, plan=PLAN)
-    original = slow.embed_rows
+    original = slow.pool_rows
 
     def delayed(rows, **kwargs):
         time.sleep(0.5)
         return original(rows, **kwargs)
 
-    slow.embed_rows = delayed
+    slow.pool_rows = delayed
     results: list[int] = []
     with running(slow) as base:
         thread = threading.Thread(

@@ -169,13 +169,13 @@ def test_health_answers_at_once_while_the_model_is_busy(encoder: Encoder, monkey
     from test_server import running
 
     slow = Encoder.from_model(encoder.model, encoder.tokenizer, plan=PLAN)
-    original = slow.embed_rows
+    original = slow.pool_rows
 
     def sluggish(rows: list, **kwargs: object) -> object:
         time.sleep(1.5)
         return original(rows, **kwargs)
 
-    monkeypatch.setattr(slow, "embed_rows", sluggish)
+    monkeypatch.setattr(slow, "pool_rows", sluggish)
     with running(slow) as base:
         busy = threading.Thread(target=lambda: httpx.post(f"{base}/v1/embeddings", json={"input": "a cat"}, timeout=30))
         busy.start()

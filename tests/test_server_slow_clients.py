@@ -154,13 +154,13 @@ def test_a_row_cancelled_while_its_batch_gathers_is_left_out_of_it() -> None:
 def test_a_client_that_disconnects_has_its_queued_inputs_dropped(encoder: Encoder, monkeypatch) -> None:
     """Before: 10 clients that closed their connection still had 472 inputs computed while live clients waited."""
     gated = Encoder.from_model(encoder.model, encoder.tokenizer, plan=PLAN)
-    model, original = GatedModel(), gated.embed_rows
+    model, original = GatedModel(), gated.pool_rows
 
-    def embed_rows(rows: list[TokenizedText], **kwargs: object) -> np.ndarray:
+    def pool_rows(rows: list[TokenizedText], **kwargs: object) -> np.ndarray:
         model(rows)
         return original(rows, **kwargs)
 
-    monkeypatch.setattr(gated, "embed_rows", embed_rows)
+    monkeypatch.setattr(gated, "pool_rows", pool_rows)
     settings = ServerSettings(model="tiny-llama", plan=PLAN, port=free_port())
     app = create_app(gated, settings)
     batcher = app.state.service.batcher

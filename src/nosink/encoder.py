@@ -271,11 +271,50 @@ class Encoder:
         show_progress_bar: bool | None = None,
         progress: Callable[[int], object] | None = None,
     ) -> np.ndarray:
-        """Pooled embeddings [N, D] float32 of already tokenized rows (see :meth:`tokenize`), in row order.
+        """Embeddings [N, D] float32 of N texts' rows from :meth:`tokenize`, in text order.
+
+        A recipe with K prompt templates gives K rows per text; their pooled vectors are averaged
+        before normalizing. ``progress``, if given, is called with the number of texts done after
+        every batch.
+        """
+        check_bool(packing=packing, normalize=normalize)
+        per_text = self.rows_per_text
+        if len(rows) % per_text:
+            raise NosinkError(f"{len(rows)} rows are not {per_text} rows (one per prompt template) for every text")
+        done = [0]  # rows finished so far
+
+        def rows_done(count: int) -> None:
+            before, done[0] = done[0] // per_text, done[0] + count
+            if progress is not None and done[0] // per_text > before:
+                progress(done[0] // per_text - before)
+
+        pooled = self.pool_rows(
+            rows,
+            batch_size=batch_size,
+            max_tokens_per_batch=max_tokens_per_batch,
+            packing=packing,
+            show_progress_bar=show_progress_bar,
+            progress=rows_done,
+        )  # [N * K, D]
+        vectors = torch.from_numpy(self.average_prompts(pooled))  # [N, D]
+        if normalize:
+            vectors = torch.nn.functional.normalize(vectors, dim=-1)
+        return vectors.numpy()
+
+    def pool_rows(
+        self,
+        rows: list[TokenizedText],
+        *,
+        batch_size: int | None = None,
+        max_tokens_per_batch: int | None = None,
+        packing: bool = False,
+        show_progress_bar: bool | None = None,
+        progress: Callable[[int], object] | None = None,
+    ) -> np.ndarray:
+        """The pooled vector [len(rows), D] float32 of every row on its own (one text in one template), in row order.
 
         ``progress``, if given, is called with the number of rows of every finished batch.
         """
-        check_bool(packing=packing, normalize=normalize)
         output = np.zeros((len(rows), self.dim), dtype=np.float32)
         run = self.run_batches(
             rows,
@@ -287,12 +326,22 @@ class Encoder:
         for batch, states in run:
             states, real_mask, text_mask, prompt_mask = batch.per_text(states)  # [B, T, D], [B, T] ×3: a text per row
             pooled = pool(states, real_mask, text_mask, self.pooling, prompt_mask)  # [B, D]
-            if normalize:
-                pooled = torch.nn.functional.normalize(pooled, dim=-1)
             output[batch.indices] = pooled.cpu().numpy()
             if progress is not None:
                 progress(len(batch.indices))
         return output
+
+    @property
+    def rows_per_text(self) -> int:
+        """K, the rows every text is encoded in: one per prompt template of the recipe (1 without one)."""
+        return max(len(self.recipe.templates), 1)
+
+    def average_prompts(self, pooled: np.ndarray) -> np.ndarray:
+        """[N * K, D] pooled rows (text by text, K templates each) -> [N, D], the mean over each text's templates."""
+        per_text = self.rows_per_text
+        if per_text == 1:
+            return pooled
+        return pooled.reshape(-1, per_text, pooled.shape[-1]).mean(axis=1)  # [N, K, D] -> [N, D]
 
     def encode_tokens(
         self,
@@ -337,6 +386,11 @@ class Encoder:
         batch; the result holds one list of encodings per output.
         """
         items = check_texts(texts, allow_words=True)
+        if self.rows_per_text > 1:
+            raise NosinkError(
+                f"token states come from one prompt, but recipe '{self.recipe}' has {self.rows_per_text} templates; "
+                "use a recipe with one template (or none) for token-level work"
+            )
         if not getattr(self.tokenizer, "is_fast", False):
             raise NosinkError("encode_tokens needs a fast tokenizer (character offsets); load one with use_fast=True")
         strings = [item if isinstance(item, str) else " ".join(item) for item in items]
@@ -363,15 +417,17 @@ class Encoder:
     def tokenize(
         self, texts: list[str], *, instruction: str | None = None, offsets: bool = False, warn: bool = True
     ) -> list[TokenizedText]:
-        """Rows of token ids as the encoder feeds them: specials, instruction, text, truncated to max_length.
+        """Rows of token ids as the encoder feeds them: specials, instruction, prompt, text, cut to max_length.
 
+        A recipe with K prompt templates gives K rows per text (:attr:`rows_per_text`), text by text.
         Warns once when texts were truncated (unless ``warn`` is False; ``row.truncated`` says which).
         """
         rows = self.text_tokenizer(instruction)(texts, offsets=offsets)
-        truncated = sum(row.truncated for row in rows)
+        per_text = self.rows_per_text
+        truncated = sum(any(row.truncated for row in rows[i : i + per_text]) for i in range(0, len(rows), per_text))
         if truncated and warn:
             warnings.warn(
-                f"{truncated} of {len(rows)} texts were longer than max_length={self.max_length} tokens "
+                f"{truncated} of {len(texts)} texts were longer than max_length={self.max_length} tokens "
                 "and were truncated",
                 stacklevel=3,
             )
@@ -380,7 +436,7 @@ class Encoder:
     def text_tokenizer(self, instruction: str | None = None, *, max_length: int | None = None) -> TextTokenizer:
         """The tokenizer of rows as this encoder feeds them: its instruction, its recipe's prompt, ``max_length``."""
         limit = self.max_length if max_length is None else max_length
-        return TextTokenizer(self.tokenizer, max_length=limit, instruction=instruction, template=self.recipe.prompt)
+        return TextTokenizer(self.tokenizer, max_length=limit, instruction=instruction, templates=self.recipe.templates)
 
     def run_batches(
         self,
@@ -413,7 +469,8 @@ class Encoder:
             groups = batches(rows, left_padding=left_padding, **options)
         run = run or self._states
         show = len(rows) >= PROGRESS_BAR_MIN_TEXTS if show_progress_bar is None else show_progress_bar
-        with tqdm(total=len(rows), disable=not show, desc=description, unit="text") as bar:
+        unit = "text" if self.rows_per_text == 1 else f"row ({self.rows_per_text} per text)"
+        with tqdm(total=len(rows), disable=not show, desc=description, unit=unit) as bar:
             for batch in groups:
                 yield batch, run(batch)
                 bar.update(len(batch.indices))

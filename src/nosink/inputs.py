@@ -121,10 +121,14 @@ def check_texts(texts: Any, *, allow_words: bool = False) -> list:
 
 
 class TextTokenizer:
-    """Tokenizes texts into :class:`TokenizedText` rows for one tokenizer, instruction and length."""
+    """Tokenizes texts into :class:`TokenizedText` rows for one tokenizer, instruction and length.
+
+    With prompt ``templates`` (each holding ``{text}``) every text gives one row per template, text by
+    text: rows ``i * K … i * K + K - 1`` are text i in each of the K templates (``rows_per_text``).
+    """
 
     def __init__(
-        self, tokenizer: Any, *, max_length: int, instruction: str | None = None, template: str | None = None
+        self, tokenizer: Any, *, max_length: int, instruction: str | None = None, templates: Sequence[str] = ()
     ) -> None:
         if max_length < 1:
             raise NosinkError(f"max_length must be >= 1, got {max_length}")
@@ -142,8 +146,9 @@ class TextTokenizer:
         self.released_prompt_length = len(self._ids(stripped, specials=True)) if self.prefix else 0
         self.instruction_count = len(self._ids(stripped, specials=False)) if self.prefix else 0  # no offsets: by count
         self.instruction_ids = self._ids(self.prefix, specials=False) if self.prefix else []  # from_ids: apart
-        self.template_parts = template.split(TEXT_SLOT) if template is not None else None
-        if self.template_parts is not None and not self.offsets_available:
+        self.template_parts = [template.split(TEXT_SLOT) for template in templates]
+        self.rows_per_text = max(len(self.template_parts), 1)
+        if self.template_parts and not self.offsets_available:
             raise NosinkError(
                 "a prompt template needs a fast tokenizer (character offsets); load one with use_fast=True"
             )
@@ -158,8 +163,9 @@ class TextTokenizer:
             check_unicode(text, f"text at index {index}")
             if not text.strip():  # one rule everywhere (the corpus reader's too): nothing to embed
                 raise NosinkError(f"text at index {index} is empty or only whitespace; remove it or give it content")
-        if self.template_parts is not None:
-            return self._template_rows(texts, offsets=offsets)
+        if self.template_parts:
+            per_template = [self._template_rows(texts, parts, offsets=offsets) for parts in self.template_parts]
+            return [row for rows_of_text in zip(*per_template, strict=True) for row in rows_of_text]
         for start in range(0, len(texts), _TOKENIZE_CHUNK):
             chunk = texts[start : start + _TOKENIZE_CHUNK]
             encoded = self.tokenizer(
@@ -175,24 +181,24 @@ class TextTokenizer:
                 rows.append(self._row(encoded, i, start + i, offsets=offsets, spans=spans))
         return rows
 
-    def _fill(self, text: str) -> tuple[str, int]:
+    def _fill(self, text: str, parts: list[str]) -> tuple[str, int]:
         """The instruction and the template filled with ``text``, and where its last copy (the pooled one) starts."""
-        parts = self.template_parts or ["", ""]
         filled = self.prefix + parts[0] + "".join(text + part for part in parts[1:])
         return filled, len(filled) - len(parts[-1]) - len(text)
 
-    def _template_rows(self, texts: list[str], *, offsets: bool) -> list[TokenizedText]:
+    def _template_rows(self, texts: list[str], parts: list[str], *, offsets: bool) -> list[TokenizedText]:
         rows = []
         for start in range(0, len(texts), _TOKENIZE_CHUNK):
             chunk = texts[start : start + _TOKENIZE_CHUNK]
-            filled = [self._fill(text) for text in chunk]
+            filled = [self._fill(text, parts) for text in chunk]
             encoded = self._encode_filled([string for string, _ in filled])
             for i, text in enumerate(chunk):
                 first = (encoded["input_ids"][i], encoded["special_tokens_mask"][i], encoded["offset_mapping"][i])
-                rows.append(self._template_row(text, start + i, offsets=offsets, first=(*first, filled[i][1])))
+                row = self._template_row(text, start + i, parts, offsets=offsets, first=(*first, filled[i][1]))
+                rows.append(row)
         return rows
 
-    def _template_row(self, text: str, index: int, *, offsets: bool, first: tuple) -> TokenizedText:
+    def _template_row(self, text: str, index: int, parts: list[str], *, offsets: bool, first: tuple) -> TokenizedText:
         """One text in its template, tokenized as one string; the text's tokens are those of its last copy.
 
         A token holding any character of the last copy is a text token (a word merged with the
@@ -210,7 +216,7 @@ class TextTokenizer:
             if excess <= 0:
                 text_spans = [(max(spans[n][0] - start, 0), min(spans[n][1] - start, len(text))) for n in inside]
                 return TokenizedText(ids, inside[0], inside[-1] + 1, text_spans if offsets else None, text != original)
-            copies = len(self.template_parts or ["", ""]) - 1
+            copies = len(parts) - 1
             keep = len(inside) - -(-excess // copies)  # text tokens kept: each copy gives up its share
             if keep < 1:
                 raise NosinkError(
@@ -218,7 +224,7 @@ class TextTokenizer:
                     f"instruction and the special tokens ({len(ids) - len(inside) * copies}); raise max_length"
                 )
             text = text[: spans[inside[keep - 1]][1] - start]
-            filled, start = self._fill(text)
+            filled, start = self._fill(text, parts)
             encoded = self._encode_filled([filled])
             ids, special, spans = (
                 encoded["input_ids"][0],
@@ -246,7 +252,7 @@ class TextTokenizer:
         instruction. An instruction is tokenized apart and its ids put before these (ids cannot be
         tokenized together with the instruction's characters).
         """
-        if self.template_parts is not None:
+        if self.template_parts:
             raise NosinkError("token ids cannot be put into a prompt template; send the text instead")
         lead, trail = self._specials()
         encoded = {

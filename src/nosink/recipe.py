@@ -12,13 +12,15 @@ of ``key=value`` settings, the same in the CLI (``--recipe``), in Python and in 
   layer's states before they are averaged and pooled. ``layer=-1,norm=on`` is what the model
   outputs; an intermediate layer is never normed by the model itself.
 
-- ``prompt=NAME`` or ``prompt="TEMPLATE"``: the text goes into a template at ``{text}`` (a JSON
-  string in the string form, so it may hold commas and quotes). ``prompteol`` is PromptEOL's
-  ``This sentence : "{text}" means in one word:"`` (Jiang et al. 2023) and pools the last token;
-  ``echo`` is ``Rewrite the sentence: {text}, rewritten sentence: {text}`` (Springer et al. 2025)
-  and pools the mean of the second copy. With ``{text}`` more than once, the last copy is the
-  text that ``mean`` pools; ``last`` pools the template's last token. An instruction still goes
-  before everything.
+- ``prompt=NAME``, ``prompt="TEMPLATE"`` or ``prompt=["TEMPLATE", …]``: the text goes into a
+  template at ``{text}`` (JSON in the string form, so a template may hold commas and quotes).
+  ``prompteol`` is PromptEOL's ``This sentence : "{text}" means in one word:"`` (Jiang et al. 2023)
+  and pools the last token; ``echo`` is ``Rewrite the sentence: {text}, rewritten sentence: {text}``
+  (Springer et al. 2025) and pools the mean of the second copy. With ``{text}`` more than once, the
+  last copy is the text that ``mean`` pools; ``last`` pools the template's last token. With several
+  templates the text is encoded once in each and the pooled vectors are averaged (before any
+  normalization): ``metaeol`` is MetaEOL's eight meta-task templates (Lei et al. 2024,
+  arXiv 2402.18458), last-token pooled. An instruction still goes before everything.
 - ``pool=mean|weighted_mean|last|first``: the pooling, over the text's tokens (``mean``) or the
   row's last or first token; it overrides the encoder's pooling.
 
@@ -40,9 +42,36 @@ from nosink.pooling import Pooling
 _LAYER_RE = re.compile(r"^(-?\d+)(?:\.\.(-?\d+))?$", re.ASCII)
 _SWITCH = {"on": True, "off": False}
 _KEYS = ("layer", "norm", "prompt", "pool")
-PROMPTS = {  # name -> (template, its pooling)
+METAEOL_TEMPLATES = (  # MetaEOL's meta-task prompts (Lei et al. 2024, arXiv 2402.18458), in the paper's order
+    "In this task, you're presented with a text excerpt. Your task is to categorize the excerpt into a broad "
+    "category such as 'Education', 'Technology', 'Health', 'Business', 'Environment', 'Politics', or 'Culture'. "
+    "These categories help in organizing content for better accessibility and targeting. For this task, this "
+    'sentence : "{text}" should be classified under one general category in one word:"',
+    "In this task, you're given a statement and you need to determine whether it's presenting an 'Opinion' or a "
+    "'Fact'. This distinction is vital for information verification, educational purposes, and content analysis. "
+    'For this task, this sentence : "{text}" discriminates between opinion and fact in one word:"',
+    "In this task, you're given a review from an online platform. Your task is to generate a rating for the "
+    "product based on the review on a scale of 1-5, where 1 means 'extremely negative' and 5 means 'extremely "
+    'positive\'. For this task, this sentence : "{text}" reflects the sentiment in one word:"',
+    "In this task, you're reading a personal diary entry. Your task is to identify the predominant emotion "
+    'expressed, such as joy, sadness, anger, fear, or love. For this task, this sentence : "{text}" conveys the '
+    'emotion in one word:"',
+    "In this task, you're presented with two sentences. Your task is to assess whether the sentences convey the "
+    "same meaning. Use 'identical', 'similar', 'different', or 'unrelated' to describe the relationship. To "
+    'enhance the performance of this task, this sentence : "{text}" means in one word:"',
+    "In this task, you're given a sentence and a phrase. Your task is to determine if the phrase can be a "
+    "contextual synonym within the given sentence. Options include 'yes', 'no', or 'partially'. To enhance the "
+    'performance of this task, this sentence : "{text}" means in one word:"',
+    "In this task, you're examining a news article. Your task is to extract the most critical fact from the "
+    'article. For this task, this sentence : "{text}" encapsulates the key fact in one word:"',
+    "In this task, you're reviewing a scientific abstract. Your task is to identify the main entities (e.g., "
+    'proteins, diseases) and their relations (e.g., causes, treats). For this task, this sentence : "{text}" '
+    'highlights the primary entity or relation in one word:"',
+)
+PROMPTS: dict[str, tuple[str | tuple[str, ...], Pooling]] = {  # name -> (template or templates, their pooling)
     "prompteol": ('This sentence : "{text}" means in one word:"', Pooling.LAST),
     "echo": ("Rewrite the sentence: {text}, rewritten sentence: {text}", Pooling.MEAN),
+    "metaeol": (METAEOL_TEMPLATES, Pooling.LAST),
 }
 
 
@@ -53,7 +82,7 @@ class Recipe:
     layer_from: int = -1
     layer_to: int | None = None  # None: a single layer
     norm: bool = True
-    prompt: str | None = None  # a template holding TEXT_SLOT; None: the text alone
+    prompt: str | tuple[str, ...] | None = None  # template(s) holding TEXT_SLOT; None: the text alone
     pool: Pooling | None = None  # None: the encoder's pooling
 
     def __post_init__(self) -> None:
@@ -63,8 +92,8 @@ class Recipe:
                 raise NosinkError(f"recipe {name} must be an integer, got {value!r}")
         if not isinstance(self.norm, bool):
             raise NosinkError(f"recipe norm must be True or False, got {self.norm!r}")
-        if self.prompt is not None and (not isinstance(self.prompt, str) or TEXT_SLOT not in self.prompt):
-            raise NosinkError(f"a recipe prompt must be a string holding {TEXT_SLOT}, got {self.prompt!r}")
+        if self.prompt is not None:
+            object.__setattr__(self, "prompt", _check_prompt(self.prompt))
         if self.pool is not None:
             object.__setattr__(self, "pool", Pooling.coerce(self.pool))
             if self.pool is Pooling.REFERENCE_MEAN:
@@ -83,11 +112,13 @@ class Recipe:
         if norm not in _SWITCH:
             raise NosinkError(f"recipe norm must be on or off, got {norm!r} in {text!r}")
         prompt, pool = settings.get("prompt"), settings.get("pool")
-        if prompt is not None and prompt in PROMPTS:
+        if isinstance(prompt, str) and prompt in PROMPTS:
             prompt, default_pool = PROMPTS[prompt]
             pool = pool or default_pool.value
-        elif prompt is not None and TEXT_SLOT not in prompt:
+        elif isinstance(prompt, str) and TEXT_SLOT not in prompt:
             raise NosinkError(f"recipe prompt must be one of {', '.join(PROMPTS)} or a template holding {TEXT_SLOT}")
+        if isinstance(prompt, list):
+            prompt = tuple(prompt)
         return cls(layer_from, layer_to, _SWITCH[norm], prompt, None if pool is None else Pooling.coerce(pool))
 
     @staticmethod
@@ -111,6 +142,13 @@ class Recipe:
     def is_default(self) -> bool:
         """True when the recipe is the model's own output (the last layer, normed)."""
         return self.reads_last_layer and self.prompt is None and self.pool is None
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        """The prompt templates, each holding ``{text}``; empty without a prompt."""
+        if self.prompt is None:
+            return ()
+        return (self.prompt,) if isinstance(self.prompt, str) else self.prompt
 
     @property
     def reads_last_layer(self) -> bool:
@@ -141,7 +179,8 @@ class Recipe:
         items = []
         if self.prompt is not None:
             name = next((n for n, (template, _) in PROMPTS.items() if template == self.prompt), None)
-            items.append(f"prompt={name or json.dumps(self.prompt, ensure_ascii=False)}")
+            written = self.prompt if isinstance(self.prompt, str) else list(self.prompt)
+            items.append(f"prompt={name or json.dumps(written, ensure_ascii=False)}")
         if self.pool is not None:
             items.append(f"pool={self.pool.value}")
         if not self.reads_last_layer or items == []:
@@ -152,9 +191,20 @@ class Recipe:
         return ",".join(items)
 
 
-def _settings(text: str) -> dict[str, str]:
-    """``key=value`` items separated by commas; a value may be a JSON string (for templates with commas)."""
-    settings: dict[str, str] = {}
+def _check_prompt(prompt: object) -> str | tuple[str, ...]:
+    """A template, or a tuple of two or more (one alone is kept as a string); each must hold ``{text}``."""
+    templates = list(prompt) if isinstance(prompt, list | tuple) else [prompt]
+    for template in templates:
+        if not isinstance(template, str) or TEXT_SLOT not in template:
+            raise NosinkError(f"a recipe prompt must be a string holding {TEXT_SLOT}, got {template!r}")
+    if not templates:
+        raise NosinkError("a recipe prompt list needs at least one template")
+    return templates[0] if len(templates) == 1 else tuple(templates)
+
+
+def _settings(text: str) -> dict[str, str | list]:
+    """``key=value`` items separated by commas; a prompt may be JSON (a string, or a list of strings)."""
+    settings: dict[str, str | list] = {}
     rest = text.strip()
     decoder = json.JSONDecoder()
     while rest:
@@ -169,11 +219,13 @@ def _settings(text: str) -> dict[str, str]:
                     f"unknown recipe setting {item!r} in {text!r}; use layer=J, layer=A..B, norm=on|off, "
                     f'prompt=NAME or prompt="TEMPLATE", pool=P'
                 )
-            if after.startswith('"'):
+            if after.startswith(('"', "[")):
                 try:
                     value, end = decoder.raw_decode(after)
                 except json.JSONDecodeError:
                     raise NosinkError(f"recipe {key} has an unterminated or bad JSON string in {text!r}") from None
+                if isinstance(value, list) and key != "prompt":
+                    raise NosinkError(f"only a recipe prompt may be a list, got {key}={after[:end]} in {text!r}")
                 rest = after[end:].lstrip()
             else:
                 value, comma, tail = after.partition(",")

@@ -138,7 +138,8 @@ def embed_texts(
         show_progress_bar=False,
         progress=progress,
     )
-    return vectors, np.array([row.truncated for row in rows], dtype=bool)
+    truncated = np.array([row.truncated for row in rows], dtype=bool).reshape(len(texts), -1)  # [n, K]: K prompts
+    return vectors, truncated.any(axis=1)
 
 
 def model_id(name: str) -> str:

@@ -85,7 +85,7 @@ examples:
   M=$(nosink models pull smollm2-135m-instruct); D=../shared/data
   nosink tune --model "$M" --task sts --data $D/sick/SICK_trial.txt --test $D/sick/SICK_test_annotated.txt \\
       --limit 200 --out tune/smollm2 --torch-threads 2
-  nosink tune --model "$M" --task sts --data $D/sick/SICK_trial.txt --prompts default,prompt=prompteol \\
+  nosink tune --model "$M" --task sts --data $D/sick/SICK_trial.txt --prompts 'default;prompt=prompteol' \\
       --layers=-1,-4,-8 --budget-min 10 --out tune/quick
 """
 
@@ -250,7 +250,10 @@ def _add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--family", action="append", metavar="F", help=families)
     parser.add_argument("--ks", metavar="LIST", help="k values: 1-8 or 1,2,4 (default: about L/10, L/4, L/2, 3L/4, L)")
     parser.add_argument("--k0s", default="1,2", metavar="LIST", help="k0 grid for &bidir families (default: 1,2)")
-    prompts = "recipes without a layer, separated by ';' (default: default;prompt=prompteol;prompt=echo)"
+    prompts = (
+        "recipes without a layer, separated by ';' (default: default;prompt=prompteol;prompt=echo); "
+        "prompt=metaeol encodes each text in 8 long prompts (about 8 x 85 tokens): slow"
+    )
     parser.add_argument("--prompts", metavar="LIST", help=prompts)
     layers = "layer=j values, e.g. --layers=-1,-4,-8 (with '=': a leading minus; default: every layer)"
     parser.add_argument("--layers", metavar="LIST", help=layers)

@@ -108,7 +108,11 @@ class StsSweepTask:
 
 @dataclass
 class ClassificationSweepTask:
-    """Logistic regression on train features, scored on the validation features."""
+    """Logistic regression on train features, scored on the validation features (MTEB's protocol).
+
+    Only the training texts that the protocol's undersampled experiments read are encoded (at most
+    ``n_experiments`` x 8 per label), so a large training split costs no more than a small one.
+    """
 
     train_texts: list[str]
     train_labels: list[str]
@@ -118,16 +122,25 @@ class ClassificationSweepTask:
     n_experiments: int = 10  # MTEB's protocol: 10 experiments of 8 training examples per label
     name: str = "classification"
     main_metric: str = "accuracy"
+    read: list[int] = field(init=False, repr=False)  # the training rows some experiment samples
+
+    def __post_init__(self) -> None:
+        from nosink.eval.classification import mteb_undersample
+
+        experiments = mteb_undersample(self.train_labels, n_experiments=self.n_experiments)
+        self.read = sorted({index for chosen in experiments for index in chosen})
 
     def texts(self) -> list[str]:
-        return [*self.train_texts, *self.val_texts]
+        return [*(self.train_texts[i] for i in self.read), *self.val_texts]
 
     def score(self, features: np.ndarray) -> dict[str, float]:
         from nosink.eval.classification import classification_scores
 
-        n = len(self.train_texts)
+        n = len(self.read)
+        train = np.zeros((len(self.train_texts), features.shape[1]), dtype=features.dtype)  # [N_train, D]
+        train[self.read] = features[:n]  # rows no experiment samples stay zero and are never read
         return classification_scores(
-            features[:n], self.train_labels, features[n:], self.val_labels, n_experiments=self.n_experiments
+            train, self.train_labels, features[n:], self.val_labels, n_experiments=self.n_experiments
         )
 
 
@@ -262,19 +275,19 @@ def sweep_readouts(
         raise NosinkError("the recipes of one read-out sweep must share their prompt and pool; sweep them apart")
     first = encoder.with_recipe(readouts[0])  # its tokenization and pooling hold for every recipe
     schedules = [plan.resolve(encoder.num_layers) for plan in plans]
-    features = [[np.zeros((len(texts), encoder.dim), dtype=np.float32) for _ in readouts] for _ in plans]
+    rows = first.tokenize(texts, instruction=instruction)  # K rows per text with K prompt templates
+    features = [[np.zeros((len(rows), encoder.dim), dtype=np.float32) for _ in readouts] for _ in plans]
 
     def run(batch: Batch) -> list[list[torch.Tensor]]:
         return run_readouts(encoder.base, encoder.family, schedules, batch.input_ids, batch.attention_mask, readouts)
 
-    rows = first.tokenize(texts, instruction=instruction)
     progress = {"show_progress_bar": show_progress_bar, "description": f"sweep ({len(plans)} plans x {len(readouts)})"}
     for batch, states in first.run_batches(rows, batch_size=batch_size, run=run, **progress):
         for per_plan, plan_states in zip(features, states, strict=True):
             for output, state in zip(per_plan, plan_states, strict=True):
                 pooled = pool(state, batch.attention_mask, batch.text_mask, first.pooling, batch.prompt_mask)  # [B, D]
                 output[batch.indices] = pooled.cpu().numpy()
-    return features
+    return [[first.average_prompts(output) for output in per_plan] for per_plan in features]  # [N, D] each
 
 
 @torch.inference_mode()

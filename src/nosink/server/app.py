@@ -89,7 +89,7 @@ def create_app(encoder: Encoder, settings: ServerSettings) -> FastAPI:
     settings = settings.model_copy(update={"max_length": min(settings.max_length, encoder.max_length)})
     metrics = ServerMetrics()
     batcher = MicroBatcher(
-        lambda rows: encoder.embed_rows(
+        lambda rows: encoder.pool_rows(  # one vector per row; a text's prompt rows are averaged per request
             rows,
             batch_size=settings.max_batch_size,
             max_tokens_per_batch=settings.max_batch_tokens,
@@ -161,7 +161,7 @@ class EmbeddingService:
             inputs = self.check_length(inputs, truncate=truncate)  # type: ignore[arg-type]
         rows = await run_in_threadpool(self._rows, inputs, instruction, truncate)
         try:
-            vectors = await self.batcher.embed(rows)
+            vectors = self.encoder.average_prompts(await self.batcher.embed(rows))  # [N * K, D] -> [N, D]
         except TooLarge as error:
             raise ApiError(413, f"{error}; send fewer or shorter inputs per request") from None
         except Overloaded:
@@ -181,7 +181,7 @@ class EmbeddingService:
             rows = [self._row_from_ids(tokenizer, ids, i) for i, ids in enumerate(inputs)]
         else:
             rows = tokenizer(list(inputs))
-        too_long = next((i for i, row in enumerate(rows) if row.truncated), None)
+        too_long = next((i // tokenizer.rows_per_text for i, row in enumerate(rows) if row.truncated), None)
         if too_long is not None and not truncate:
             raise ApiError(
                 413,
