@@ -119,7 +119,6 @@ def test_encode_tokens_aligns_tokens_to_words_and_characters(model, tokenizer) -
     ("texts", "message"),
     [
         (None, "expected a list of texts"),
-        ("one string", "wrap it as"),
         (["fine", 3], "index 1 must be a string"),
         (["fine", None], "index 1 must be a string"),
         (["fine", ""], "index 1 is empty"),
@@ -134,6 +133,10 @@ def test_bad_input_is_explained(model, tokenizer, texts, message: str) -> None:
 def test_empty_list_and_bad_arguments(model, tokenizer) -> None:
     encoder = Encoder.from_model(model, tokenizer)
     assert encoder.encode([]).shape == (0, 64)
+    one = encoder.encode("a cat sat")  # a single string, as sentence-transformers takes it: a [D] vector
+    assert one.shape == (64,) and np.array_equal(one, encoder.encode(["a cat sat"])[0])
+    with pytest.raises(NosinkError, match="wrap it as"):  # token-level input stays a list
+        encoder.encode_tokens("a cat sat")
     with pytest.raises(NosinkError, match="batch_size must be a positive integer, got -1"):
         encoder.encode(["a"], batch_size=-1)
     with pytest.raises(NosinkError, match="instruction must be a string"):

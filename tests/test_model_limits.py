@@ -195,14 +195,20 @@ def load_reports() -> Iterator[list[str]]:
     logger.removeHandler(handler)
 
 
-def test_an_untied_lm_head_left_out_gives_no_load_report(tmp_path: Path, load_reports: list[str]) -> None:
+def test_an_untied_lm_head_left_out_gives_no_load_report(
+    tmp_path: Path, load_reports: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
     """Before: every checkpoint with an untied LM head printed a LOAD REPORT table (lm_head.weight UNEXPECTED)."""
+    import logging
+
     model = tiny_model("llama", causal_lm=True)
     model.config.tie_word_embeddings = False
     model.save_pretrained(tmp_path)
     tiny_tokenizer().save_pretrained(tmp_path)
-    Encoder.from_pretrained(str(tmp_path))
+    with caplog.at_level(logging.DEBUG, logger="nosink.loading"):
+        Encoder.from_pretrained(str(tmp_path))
     assert not [message for message in load_reports if "LOAD REPORT" in message]
+    assert any("lm_head.weight" in record.getMessage() for record in caplog.records)  # kept in the debug log
 
 
 def test_other_load_reports_stay_and_lose_their_colours(tmp_path: Path, load_reports: list[str]) -> None:

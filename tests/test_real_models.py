@@ -186,3 +186,24 @@ def test_from_model_on_the_real_chat_model_leaves_generate_token_identical() -> 
     assert pointers == {name: p.data_ptr() for name, p in chat.named_parameters()}  # nothing copied or replaced
     same_weights = Encoder.from_model(real_model(SMOLLM2), tokenizer, plan="mask0&bidir:k=10,k0=2")
     np.testing.assert_allclose(vectors, same_weights.encode(TEXTS, normalize=True), atol=1e-5)
+
+
+def test_smollm2_saved_and_loaded_by_sentence_transformers_gives_the_same_vectors(tmp_path) -> None:
+    """Issue 16: a plan, a recipe and an instruction survive the round trip through sentence-transformers."""
+    st = pytest.importorskip("sentence_transformers")
+    from nosink.inputs import instruction_prompt
+
+    query = instruction_prompt("Given a sentence, retrieve sentences with the same meaning")
+    encoder = Encoder.from_pretrained(
+        str(real_folder(SMOLLM2)), plan="mask0-bidir:k=8", recipe="prompt=prompteol,layer=28", prompts={"query": query}
+    )
+    folder = encoder.save_pretrained(tmp_path / "smollm2-encoder")
+    model = st.SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
+    for ours, theirs in [
+        (encoder.encode(TEXTS, normalize=True), model.encode(TEXTS, batch_size=3, normalize_embeddings=True)),
+        (encoder.encode_query(TEXTS, normalize=True), model.encode_query(TEXTS, normalize_embeddings=True)),
+    ]:
+        np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0)
+    assert not np.allclose(
+        encoder.encode_query(TEXTS, normalize=True), encoder.encode(TEXTS, normalize=True), atol=1e-3
+    )

@@ -138,11 +138,13 @@ def _add_encode(commands: argparse._SubParsersAction) -> None:
         commands, "encode", summary="Encode texts into embeddings.", epilog=_ENCODE_EXAMPLES, handler=run_encode
     )
     _add_model_and_plan(parser)
-    recipe_help = "which layer to pool, e.g. layer=-4, layer=10..20 or layer=12,norm=off (default: the last layer)"
-    parser.add_argument("--recipe", default="default", metavar="R", help=recipe_help)
+    recipe_help = (
+        "which layer to pool and how, e.g. layer=-4 or prompt=prompteol (default: a saved folder's, else none)"
+    )
+    parser.add_argument("--recipe", metavar="R", help=recipe_help)
     parser.add_argument("--instruction", metavar="T", help="task description put before every text (E5-Mistral format)")
     pooling = [p.value for p in Pooling]
-    parser.add_argument("--pooling", default="mean", choices=pooling, help="default: %(default)s")
+    parser.add_argument("--pooling", choices=pooling, help="default: a saved folder's, else mean")
     parser.add_argument("--normalize", action="store_true", help="scale every embedding to unit length")
     parser.add_argument("--batch-size", type=positive_int, metavar="N", help="texts per batch (default: 32)")
     budget = "cap on padded batch tokens (with --packing: on the texts' own tokens)"
@@ -186,9 +188,10 @@ def _server_missing(args: argparse.Namespace) -> int:
 
 def _add_model_and_plan(parser: argparse.ArgumentParser, *, plan_required: bool = False) -> None:
     parser.add_argument("--model", required=True, metavar="M", help=MODEL_HELP)
-    plan_help = "plan string; see `nosink plans`" + ("" if plan_required else " (default: %(default)s)")
-    default = None if plan_required else "baseline"
-    parser.add_argument("--plan", required=plan_required, default=default, metavar="P", help=plan_help)
+    plan_help = "plan string; see `nosink plans`" + (
+        "" if plan_required else " (default: a saved folder's, else baseline)"
+    )
+    parser.add_argument("--plan", required=plan_required, metavar="P", help=plan_help)
 
 
 # -------------------------------------------------------------------- commands
@@ -198,7 +201,8 @@ def run_encode(args: argparse.Namespace) -> int:
     """``nosink encode``: read texts, encode them, write the embeddings."""
     from nosink.encoder import Encoder
 
-    Plan.coerce(args.plan)  # cheap checks first: a typo should not wait for a model load
+    if args.plan is not None:
+        Plan.coerce(args.plan)  # cheap checks first: a typo should not wait for a model load
     Recipe.coerce(args.recipe)
     inputs = read_inputs(args.input, input_format=args.input_format)
     check_output(args.output)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -21,6 +23,7 @@ from nosink.inputs import Batch, PackedBatch, TextTokenizer, TokenizedText, batc
 from nosink.loading import ModelSource
 from nosink.plan import Plan
 from nosink.pooling import Pooling, pool
+from nosink.postprocess import Precision, SimilarityFunction, finish, similarity
 from nosink.recipe import Recipe
 from nosink.runner import check_readout, run_recipe, run_schedule
 
@@ -61,6 +64,9 @@ class Encoder:
         pooling: Pooling | str = "mean",
         max_length: int | None = None,
         recipe: Recipe | str | None = None,
+        prompts: Mapping[str, str] | None = None,
+        default_prompt_name: str | None = None,
+        similarity_fn_name: SimilarityFunction | str = SimilarityFunction.COSINE,
     ) -> None:
         if not isinstance(model, nn.Module) or not hasattr(model, "config"):
             raise NosinkError(f"model must be a transformers model, got {type(model).__name__}")
@@ -74,12 +80,17 @@ class Encoder:
         self.schedule = self.plan.resolve(self.num_layers)
         self.recipe = Recipe.coerce(recipe)
         check_readout(self.schedule, self.recipe.depths(self.num_layers))
-        self.pooling = self.recipe.pool or Pooling.coerce(pooling)  # a recipe's pooling wins
+        self.own_pooling = Pooling.coerce(pooling)  # the encoder's pooling; a recipe's own pooling wins over it
+        self.pooling = self.recipe.pool or self.own_pooling
         if self.recipe.prompt is not None and self.pooling is Pooling.REFERENCE_MEAN:
             raise NosinkError(
                 "reference_mean pooling counts the released code's own prompt; a recipe prompt needs mean"
             )
         self.max_length = effective_max_length(max_length, self.base.config)
+        self.prompts = check_prompts(prompts, default_prompt_name)
+        self.default_prompt_name = default_prompt_name
+        self.similarity_fn_name = SimilarityFunction.coerce(similarity_fn_name)
+        self.base_model_name: str = self.name  # the pretrained decoder converted (a saved folder records its own)
 
     # ---------------------------------------------------------------- construction
 
@@ -88,30 +99,52 @@ class Encoder:
         cls,
         name_or_path: str,
         *,
-        plan: Plan | str = "baseline",
-        pooling: Pooling | str = "mean",
+        plan: Plan | str | None = None,
+        pooling: Pooling | str | None = None,
         dtype: torch.dtype | str = "auto",
         device: torch.device | str | None = None,
         max_length: int | None = None,
         recipe: Recipe | str | None = None,
+        prompts: Mapping[str, str] | None = None,
+        default_prompt_name: str | None = None,
+        similarity_fn_name: SimilarityFunction | str | None = None,
         **model_kwargs: Any,
     ) -> Encoder:
         """Load a decoder (hub name, local folder or ``.gguf`` file) without its LM head.
 
-        ``dtype="auto"`` is float32 on CPU and bfloat16 on CUDA (float16 where bf16 is not
-        supported). ``max_length`` is in tokens: by default 512, or the model's position limit when
-        that is smaller; a larger value is capped at that limit, with a warning. A GGUF file is
-        dequantised into that dtype, and its tokenizer is read from the same file (needs
-        ``nosink[gguf]``). Extra keyword arguments go to ``AutoModel.from_pretrained``.
+        A folder written by :meth:`save_pretrained` comes back with its saved plan, pooling,
+        recipe, ``max_length``, prompts and similarity function; any of them given here wins
+        (``prompts`` are merged over the saved ones, as sentence-transformers does). Otherwise the
+        plan is the baseline and the pooling mean. ``dtype="auto"`` is float32 on CPU and bfloat16 on
+        CUDA (float16 where bf16 is not supported). ``max_length`` is in tokens: by default 512, or
+        the model's position limit when that is smaller; a larger value is capped at that limit,
+        with a warning. A GGUF file is dequantised into that dtype, and its tokenizer is read from
+        the same file (needs ``nosink[gguf]``). Extra keyword arguments go to
+        ``AutoModel.from_pretrained``.
         """
         from transformers import AutoModel
 
-        source = ModelSource.parse(name_or_path)
+        from nosink.saving import read_saved
+
+        saved = read_saved(name_or_path) if Path(name_or_path).expanduser().is_dir() else None
+        settings = _saved_settings(saved)
+        settings |= _given(
+            plan=plan,
+            pooling=pooling,
+            max_length=max_length,
+            recipe=recipe,
+            default_prompt_name=default_prompt_name,
+            similarity_fn_name=similarity_fn_name,
+        )
+        if prompts is not None:
+            settings["prompts"] = {**settings.get("prompts", {}), **prompts}
+        tokenizer_source = ModelSource.parse(name_or_path)
+        source = ModelSource.parse(saved.weights_source) if saved and saved.weights_source else tokenizer_source
         config = source.load_config(trust_remote_code=model_kwargs.get("trust_remote_code"))
         family_for(config)  # fail before loading any weights
-        schedule = Plan.coerce(plan).resolve(config.num_hidden_layers)
-        check_readout(schedule, Recipe.coerce(recipe).depths(config.num_hidden_layers))
-        source.check_tokenizer()
+        schedule = Plan.coerce(settings.get("plan", "baseline")).resolve(config.num_hidden_layers)
+        check_readout(schedule, Recipe.coerce(settings.get("recipe")).depths(config.num_hidden_layers))
+        tokenizer_source.check_tokenizer()
         target = check_available(resolve_device(device))
         streams_to_device = target.type != "cpu" and importlib.util.find_spec("accelerate") is not None
         if streams_to_device:  # device_map loads straight onto the device, but needs accelerate
@@ -120,8 +153,12 @@ class Encoder:
         if "device_map" not in model_kwargs:
             model.to(target)  # moves the parameters in place; no second copy is kept
         model.eval()
-        tokenizer = source.load_tokenizer()
-        return cls(model, tokenizer, plan=plan, pooling=pooling, max_length=max_length, recipe=recipe)
+        if saved is not None:
+            model.config._name_or_path = name_or_path  # our own object: the encoder is named after its folder
+        encoder = cls(model, tokenizer_source.load_tokenizer(), **settings)
+        if saved is not None:
+            encoder.base_model_name = saved.base_model
+        return encoder
 
     @classmethod
     def from_model(
@@ -133,28 +170,60 @@ class Encoder:
         pooling: Pooling | str = "mean",
         max_length: int | None = None,
         recipe: Recipe | str | None = None,
+        prompts: Mapping[str, str] | None = None,
+        default_prompt_name: str | None = None,
+        similarity_fn_name: SimilarityFunction | str = SimilarityFunction.COSINE,
     ) -> Encoder:
         """Wrap an already-loaded model (a ``*ForCausalLM`` chat model included), sharing its weights."""
-        return cls(model, tokenizer, plan=plan, pooling=pooling, max_length=max_length, recipe=recipe)
+        return cls(
+            model,
+            tokenizer,
+            plan=plan,
+            pooling=pooling,
+            max_length=max_length,
+            recipe=recipe,
+            prompts=prompts,
+            default_prompt_name=default_prompt_name,
+            similarity_fn_name=similarity_fn_name,
+        )
 
     def with_plan(
         self, plan: Plan | str, *, pooling: Pooling | str | None = None, recipe: Recipe | str | None = None
     ) -> Encoder:
         """The same model and tokenizer under another plan (no weights are copied); the recipe is kept unless given."""
-        return Encoder(
-            self.model,
-            self.tokenizer,
-            plan=plan,
-            pooling=pooling or self.pooling,
-            max_length=self.max_length,
-            recipe=self.recipe if recipe is None else recipe,
+        return self._like(
+            plan=plan, pooling=pooling or self.own_pooling, recipe=self.recipe if recipe is None else recipe
         )
 
     def with_recipe(self, recipe: Recipe | str | None) -> Encoder:
         """The same model, tokenizer and plan under another recipe (no weights are copied)."""
-        return Encoder(
-            self.model, self.tokenizer, plan=self.plan, pooling=self.pooling, max_length=self.max_length, recipe=recipe
-        )
+        return self._like(recipe=recipe)
+
+    def _like(self, **changes: Any) -> Encoder:
+        """A new encoder on the same model and tokenizer, with this one's settings except ``changes``."""
+        settings = {
+            "plan": self.plan,
+            "pooling": self.own_pooling,
+            "max_length": self.max_length,
+            "recipe": self.recipe,
+            "prompts": self.prompts,
+            "default_prompt_name": self.default_prompt_name,
+            "similarity_fn_name": self.similarity_fn_name,
+        }
+        encoder = Encoder(self.model, self.tokenizer, **(settings | changes))
+        encoder.base_model_name = self.base_model_name
+        return encoder
+
+    def save_pretrained(self, folder: str | os.PathLike[str], *, weights: str = "copy") -> Path:
+        """Write a folder that ``Encoder.from_pretrained``, ``nosink serve`` and sentence-transformers load back.
+
+        ``weights="copy"`` stores the decoder's weights once, as safetensors; ``weights="reference"``
+        stores none and records where the base model is (a hub name or an absolute folder). See
+        :func:`nosink.saving.save_encoder`.
+        """
+        from nosink.saving import save_encoder
+
+        return save_encoder(self, folder, weights=weights)
 
     # ---------------------------------------------------------------- properties
 
@@ -230,35 +299,89 @@ class Encoder:
 
     def encode(
         self,
-        texts: Sequence[str],
+        texts: str | Sequence[str],
         *,
         instruction: str | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
         batch_size: int | None = None,
         max_tokens_per_batch: int | None = None,
         normalize: bool = False,
+        normalize_embeddings: bool | None = None,
+        truncate_dim: int | None = None,
+        precision: Precision | str = Precision.FLOAT32,
+        convert_to_tensor: bool = False,
         packing: bool = False,
         show_progress_bar: bool | None = None,
-    ) -> np.ndarray:
-        """Sentence embeddings [N, D] float32, in input order.
+    ) -> np.ndarray | torch.Tensor:
+        """Sentence embeddings [N, D] float32, in input order ([D] for a single string).
 
         ``instruction`` (a task description) is put before each text in E5-Mistral's format
-        ``Instruct: {instruction}\\nQuery: `` and excluded from mean pooling. Texts longer than
-        ``max_length`` tokens are truncated, with one warning. ``packing`` puts several short texts
-        into one row, each attending only to itself (same vectors, less padding); ``max_tokens_per_batch``
-        then counts the texts' own tokens instead of padded ones.
+        ``Instruct: {instruction}\\nQuery: `` and excluded from mean pooling. ``prompt`` is a raw
+        prefix handled the same way, and ``prompt_name`` picks one of :attr:`prompts`
+        (sentence-transformers' names; ``default_prompt_name`` applies when none of the three is
+        given). Texts longer than ``max_length`` tokens are truncated, with one warning.
+        ``packing`` puts several short texts into one row, each attending only to itself (same
+        vectors, less padding); ``max_tokens_per_batch`` then counts the texts' own tokens instead
+        of padded ones. ``truncate_dim``, ``normalize`` (or ``normalize_embeddings``), ``precision``
+        and ``convert_to_tensor`` act as in sentence-transformers, in that order (see
+        :mod:`nosink.postprocess`).
         """
-        texts = check_texts(texts)
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        rows = self.tokenize(texts, instruction=instruction)
-        return self.embed_rows(
-            rows,
-            batch_size=batch_size,
-            max_tokens_per_batch=max_tokens_per_batch,
+        single = isinstance(texts, str)
+        items = check_texts([texts] if single else texts)
+        normalize = _one_flag(normalize, normalize_embeddings)
+        instruction, prompt = self.resolve_prompt(instruction, prompt_name, prompt)
+        vectors = np.zeros((0, self.dim), dtype=np.float32)
+        if items:
+            rows = self.tokenize(items, instruction=instruction, prompt=prompt)
+            options = {"batch_size": batch_size, "max_tokens_per_batch": max_tokens_per_batch, "packing": packing}
+            vectors = self.embed_rows(rows, show_progress_bar=show_progress_bar, **options)
+        output = finish(
+            vectors,
             normalize=normalize,
-            packing=packing,
-            show_progress_bar=show_progress_bar,
+            truncate_dim=truncate_dim,
+            precision=precision,
+            convert_to_tensor=convert_to_tensor,
         )
+        return output[0] if single else output
+
+    def encode_query(self, texts: str | Sequence[str], **options: Any) -> np.ndarray | torch.Tensor:
+        """:meth:`encode` with the ``query`` prompt when :attr:`prompts` has one, else none (sentence-transformers')."""
+        return self._encode_task("query", texts, options)
+
+    def encode_document(self, texts: str | Sequence[str], **options: Any) -> np.ndarray | torch.Tensor:
+        """:meth:`encode` with the ``document`` prompt when :attr:`prompts` has one (sentence-transformers' rule)."""
+        return self._encode_task("document", texts, options)
+
+    def similarity(self, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Scores [N, M] between embeddings ``a`` [N, D] and ``b`` [M, D] by :attr:`similarity_fn_name` (cosine)."""
+        return similarity(a, b, self.similarity_fn_name)
+
+    def _encode_task(self, name: str, texts: str | Sequence[str], options: dict[str, Any]) -> np.ndarray | torch.Tensor:
+        """The task's named prompt unless the call gives its own; without that name, no prompt (not the default)."""
+        if all(options.get(key) is None for key in ("instruction", "prompt", "prompt_name")):
+            options = options | ({"prompt_name": name} if name in self.prompts else {"prompt": ""})
+        return self.encode(texts, **options)
+
+    def resolve_prompt(
+        self, instruction: str | None = None, prompt_name: str | None = None, prompt: str | None = None
+    ) -> tuple[str | None, str | None]:
+        """(instruction, raw prompt) for one call: at most one of the three, else the default prompt, if any."""
+        given = [
+            name
+            for name, value in (("instruction", instruction), ("prompt", prompt), ("prompt_name", prompt_name))
+            if value is not None
+        ]
+        if len(given) > 1:
+            raise NosinkError(f"give one of instruction, prompt and prompt_name, not {' and '.join(given)}")
+        if prompt_name is None and not given:
+            prompt_name = self.default_prompt_name
+        if prompt_name is not None:
+            if prompt_name not in self.prompts:
+                known = ", ".join(repr(n) for n in self.prompts) or "none"
+                raise NosinkError(f"prompt_name {prompt_name!r} is not one of this encoder's prompts ({known})")
+            prompt = self.prompts[prompt_name]
+        return instruction, prompt or None
 
     def embed_rows(
         self,
@@ -394,7 +517,8 @@ class Encoder:
         if not getattr(self.tokenizer, "is_fast", False):
             raise NosinkError("encode_tokens needs a fast tokenizer (character offsets); load one with use_fast=True")
         strings = [item if isinstance(item, str) else " ".join(item) for item in items]
-        rows = self.tokenize(strings, instruction=instruction, offsets=True)
+        instruction, prompt = self.resolve_prompt(instruction)
+        rows = self.tokenize(strings, instruction=instruction, prompt=prompt, offsets=True)
         states_of: list[dict[int, np.ndarray]] = []  # per output: text index -> [n_tokens, D]
         batched = self.run_batches(
             rows,
@@ -415,14 +539,20 @@ class Encoder:
         ]
 
     def tokenize(
-        self, texts: list[str], *, instruction: str | None = None, offsets: bool = False, warn: bool = True
+        self,
+        texts: list[str],
+        *,
+        instruction: str | None = None,
+        prompt: str | None = None,
+        offsets: bool = False,
+        warn: bool = True,
     ) -> list[TokenizedText]:
         """Rows of token ids as the encoder feeds them: specials, instruction, prompt, text, cut to max_length.
 
         A recipe with K prompt templates gives K rows per text (:attr:`rows_per_text`), text by text.
         Warns once when texts were truncated (unless ``warn`` is False; ``row.truncated`` says which).
         """
-        rows = self.text_tokenizer(instruction)(texts, offsets=offsets)
+        rows = self.text_tokenizer(instruction, prompt=prompt)(texts, offsets=offsets)
         per_text = self.rows_per_text
         truncated = sum(any(row.truncated for row in rows[i : i + per_text]) for i in range(0, len(rows), per_text))
         if truncated and warn:
@@ -433,10 +563,15 @@ class Encoder:
             )
         return rows
 
-    def text_tokenizer(self, instruction: str | None = None, *, max_length: int | None = None) -> TextTokenizer:
-        """The tokenizer of rows as this encoder feeds them: its instruction, its recipe's prompt, ``max_length``."""
+    def text_tokenizer(
+        self, instruction: str | None = None, *, prompt: str | None = None, max_length: int | None = None
+    ) -> TextTokenizer:
+        """The tokenizer of rows as this encoder feeds them: an instruction or prompt, the recipe's templates."""
         limit = self.max_length if max_length is None else max_length
-        return TextTokenizer(self.tokenizer, max_length=limit, instruction=instruction, templates=self.recipe.templates)
+        templates = self.recipe.templates
+        return TextTokenizer(
+            self.tokenizer, max_length=limit, instruction=instruction, prompt=prompt, templates=templates
+        )
 
     def run_batches(
         self,
@@ -549,3 +684,46 @@ def _word_ids(text: str, words: list[str], offsets: list[tuple[int, int]], blank
         owner = next((w for w, (a, b) in enumerate(spans) if a <= start < b), None)
         result.append(owner if start < end and not is_blank else None)
     return result
+
+
+def check_prompts(prompts: Mapping[str, str] | None, default_prompt_name: str | None) -> dict[str, str]:
+    """Named prompts (sentence-transformers' ``prompts``) as a dict, with ``default_prompt_name`` among them."""
+    if prompts is None:
+        prompts = {}
+    if not isinstance(prompts, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()
+    ):
+        raise NosinkError(f"prompts must map names to prompt strings, got {prompts!r:.80}")
+    if default_prompt_name is not None and default_prompt_name not in prompts:
+        raise NosinkError(f"default_prompt_name {default_prompt_name!r} is not one of the prompts {sorted(prompts)}")
+    return dict(prompts)
+
+
+def _one_flag(normalize: bool, normalize_embeddings: bool | None) -> bool:
+    """``normalize`` and its sentence-transformers name; both given and different is a mistake, not a choice."""
+    check_bool(normalize=normalize)
+    if normalize_embeddings is None:
+        return normalize
+    check_bool(normalize_embeddings=normalize_embeddings)
+    if normalize and not normalize_embeddings:
+        raise NosinkError("normalize=True and normalize_embeddings=False disagree; give one of them")
+    return normalize_embeddings
+
+
+def _saved_settings(saved: Any) -> dict[str, Any]:
+    """The encoder settings a saved folder (a :class:`nosink.saving.SavedEncoder`) records; {} for None."""
+    if saved is None:
+        return {}
+    return {
+        "plan": saved.plan,
+        "pooling": saved.pooling,
+        "recipe": saved.recipe,
+        "max_length": saved.max_length,
+        "prompts": saved.prompts,
+        "default_prompt_name": saved.default_prompt_name,
+        "similarity_fn_name": saved.similarity_fn_name,
+    }
+
+
+def _given(**settings: Any) -> dict[str, Any]:
+    return {key: value for key, value in settings.items() if value is not None}

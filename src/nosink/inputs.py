@@ -9,7 +9,9 @@ merges into the first word (``"▁A"``, ``"ĠA"``) or stands alone (``"▁"``). 
 offsets (slow ones) split by the released code's count of the template's tokens instead. The
 tokenizer's special tokens (BOS, EOS …) are the ones it adds itself. The tokenizer object is never
 modified. Token ids given directly (:meth:`TextTokenizer.from_ids`) get the instruction tokenized
-apart and its ids put first.
+apart and its ids put first. A raw ``prompt`` (sentence-transformers' kind, e.g. ``"query: "``) is
+handled exactly as an instruction's template is: an instruction is the prompt
+:func:`instruction_prompt` makes of it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ from nosink.errors import NosinkError, check_positive
 
 INSTRUCTION_TEMPLATE = "Instruct: {instruction}\nQuery: "  # E5-Mistral's format, used by the paper
 TEXT_SLOT = "{text}"  # where a recipe's prompt template puts the text
+
+
+def instruction_prompt(instruction: str) -> str:
+    """The prompt an instruction becomes, ``Instruct: {instruction}\\nQuery: `` (E5-Mistral's format, the paper's)."""
+    return INSTRUCTION_TEMPLATE.format(instruction=instruction)
+
+
 _TOKENIZE_CHUNK = 4096
 
 
@@ -128,17 +137,27 @@ class TextTokenizer:
     """
 
     def __init__(
-        self, tokenizer: Any, *, max_length: int, instruction: str | None = None, templates: Sequence[str] = ()
+        self,
+        tokenizer: Any,
+        *,
+        max_length: int,
+        instruction: str | None = None,
+        templates: Sequence[str] = (),
+        prompt: str | None = None,
     ) -> None:
         if max_length < 1:
             raise NosinkError(f"max_length must be >= 1, got {max_length}")
-        if instruction is not None and not isinstance(instruction, str):
-            raise NosinkError(f"instruction must be a string, got {type(instruction).__name__}")
-        if instruction is not None:
-            check_unicode(instruction, "the instruction")
+        for name, value in (("instruction", instruction), ("prompt", prompt)):
+            if value is not None and not isinstance(value, str):
+                raise NosinkError(f"{name} must be a string, got {type(value).__name__}")
+            if value is not None:
+                check_unicode(value, f"the {name}")
+        if instruction and prompt:
+            raise NosinkError("give an instruction or a prompt, not both (the instruction is a prompt in E5's format)")
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self.prefix = INSTRUCTION_TEMPLATE.format(instruction=instruction) if instruction else ""
+        # A raw prompt (sentence-transformers' kind) goes before the text like an instruction's template does.
+        self.prefix = instruction_prompt(instruction) if instruction else (prompt or "")
         self.offsets_available = bool(getattr(tokenizer, "is_fast", False))
         stripped = self.prefix.rstrip()  # "Instruct: …\nQuery:": the instruction without its separating space
         # The released code's prompt length: the stripped template with the tokenizer's specials (BOS, and EOS
@@ -348,6 +367,13 @@ def batches(
     cost = BATCH_COST_TOKENS.get(device.type, ACCELERATOR_BATCH_COST_TOKENS)
     for start, stop in partition(lengths, batch_size=batch_size, max_tokens=max_tokens_per_batch, batch_cost=cost):
         yield _pad(rows, order[start:stop], pad_id, left_padding, device)
+
+
+def pad_rows(rows: list[TokenizedText], *, pad_id: int, left_padding: bool, device: torch.device) -> Batch:
+    """All ``rows`` as one padded batch, in their order (``batch.indices`` is 0 … N-1)."""
+    if not rows:
+        raise NosinkError("no rows to pad")
+    return _pad(rows, list(range(len(rows))), pad_id, left_padding, device)
 
 
 # Packed rows hold about this many tokens: long enough that short texts share rows, short enough

@@ -133,6 +133,7 @@ class ModelSource:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_log = logging.getLogger(__name__)
 _REPORT_LOGGER = "transformers.modeling_utils"  # where transformers logs its LOAD REPORT table
 
 
@@ -151,6 +152,8 @@ class _ExpectedHeadReport(logging.Filter):
         cells = [[cell.strip() for cell in line.split("|")] for line in plain.splitlines() if "|" in line]
         rows = [row for row in cells[1:] if len(row) >= 2]  # cells[0] is the header
         if rows and all(key.startswith("lm_head.") and status == "UNEXPECTED" for key, status, *_ in rows):
+            keys = ", ".join(key for key, *_ in rows)
+            _log.debug("not loaded, as an encoder does not use the LM head: %s (transformers: UNEXPECTED)", keys)
             return False
         record.msg, record.args = plain, ()
         return True

@@ -42,10 +42,13 @@ def add_commands(commands: argparse._SubParsersAction, make: SubparserFactory) -
     parser.add_argument("input", metavar="INPUT", help="JSONL, CSV, TSV or Parquet file")
     parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="new, empty, or earlier run's folder")
     parser.add_argument("--model", required=True, metavar="M", help=MODEL_HELP)
-    parser.add_argument("--plan", default="baseline", metavar="P", help="plan string (default: %(default)s)")
-    recipe_help = "which layer to pool and how, e.g. layer=-4 or prompt=prompteol (default: the last layer)"
-    parser.add_argument("--recipe", default="default", metavar="R", help=recipe_help)
-    parser.add_argument("--pooling", default="mean", choices=[p.value for p in Pooling], help="default: %(default)s")
+    parser.add_argument("--plan", metavar="P", help="plan string (default: a saved folder's, else baseline)")
+    recipe_help = (
+        "which layer to pool and how, e.g. layer=-4 or prompt=prompteol (default: a saved folder's, else none)"
+    )
+    parser.add_argument("--recipe", metavar="R", help=recipe_help)
+    pooling_help = "default: a saved folder's, else mean"
+    parser.add_argument("--pooling", choices=[p.value for p in Pooling], help=pooling_help)
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="default: %(default)s")
     parser.add_argument("--device", metavar="D", help="cpu, cuda, cuda:1 … (default: cuda when available)")
     add_threads_option(parser)
@@ -83,10 +86,12 @@ def run_embed(args: argparse.Namespace) -> int:
     from nosink.corpus.embed import embed_corpus
     from nosink.corpus.job import EncoderSpec, RayOptions
     from nosink.corpus.reader import CorpusSource
+    from nosink.saving import saved_or_given
 
-    Plan.coerce(args.plan)  # cheap checks first: a typo should not wait for a pass over the corpus
-    Recipe.coerce(args.recipe)
     check_model_path(args.model)
+    settings = saved_or_given(args.model, plan=args.plan, pooling=args.pooling, recipe=args.recipe)
+    Plan.coerce(settings["plan"])  # cheap checks first: a typo should not wait for a pass over the corpus
+    Recipe.coerce(settings["recipe"])
     given = {flag: getattr(args, flag[2:].replace("-", "_")) for flag in _RAY_FLAGS}
     given = {flag: value for flag, value in given.items() if value is not None}  # the Ray flags set explicitly
     if args.engine == "local" and given:
@@ -95,7 +100,10 @@ def run_embed(args: argparse.Namespace) -> int:
     source = CorpusSource.open(
         args.input, input_format=args.input_format, id_field=args.id_field, text_field=args.text_field
     )
-    spec = EncoderSpec(args.model, args.plan, args.pooling, args.dtype, args.device, args.max_length, args.recipe)
+    max_length = args.max_length or settings["max_length"]
+    spec = EncoderSpec(
+        args.model, settings["plan"], settings["pooling"], args.dtype, args.device, max_length, settings["recipe"]
+    )
     report = embed_corpus(
         spec,
         source,

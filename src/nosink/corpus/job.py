@@ -81,8 +81,9 @@ class EncoderSpec:
     def identity(self) -> dict[str, Any]:
         """The fields that decide the vectors, as written in the manifest (``encoder`` section)."""
         from nosink.loading import ModelSource
+        from nosink.saving import weights_folder_or_name
 
-        config = ModelSource.parse(self.model).load_config()
+        config = ModelSource.parse(weights_folder_or_name(self.model)).load_config()  # a reference folder has none
         dtype = resolve_dtype(self.dtype, resolve_device(self.device))
         recipe = Recipe.coerce(self.recipe)
         identity = {
@@ -129,7 +130,8 @@ def embed_texts(
     encoder: Encoder, texts: list[str], encode: EncodeOptions, progress: Progress
 ) -> tuple[np.ndarray, np.ndarray]:
     """Vectors [n, D] of ``texts`` as ``Encoder.encode`` computes them, and which texts were truncated [n]."""
-    rows = encoder.tokenize(texts, instruction=encode.instruction, warn=False)  # one count for the run, not per shard
+    instruction, prompt = encoder.resolve_prompt(encode.instruction)  # a saved folder's default prompt, if any
+    rows = encoder.tokenize(texts, instruction=instruction, prompt=prompt, warn=False)  # one count per run
     vectors = encoder.embed_rows(  # [n, D]
         rows,
         batch_size=encode.batch_size,

@@ -138,12 +138,12 @@ def _model_options(
     if plan == "many":
         parser.add_argument("--plan", action="append", metavar="P", help="a plan (repeatable; default: baseline)")
     elif plan == "one":
-        parser.add_argument("--plan", default="baseline", metavar="P", help="plan string (default: %(default)s)")
+        parser.add_argument("--plan", metavar="P", help="plan string (default: a saved folder's, else baseline)")
     # "none": the command chooses its plans itself (sweep), so argparse refuses a --plan it would ignore
     if recipe:
         recipe_help = "nosink models: which layer to pool and how, e.g. layer=-4 or prompt=prompteol (docs/recipes.md)"
         parser.add_argument("--recipe", metavar="R", help=recipe_help)
-    pooling_help = "default: mean; for st: models, their own Pooling module (hf: models take mean or cls)"
+    pooling_help = "default: a saved folder's, else mean; for st: models, their own Pooling module (hf: mean or cls)"
     pooling_choices = [p.value for p in Pooling] + (["cls"] if baselines else [])
     parser.add_argument("--pooling", choices=pooling_choices, help=pooling_help)
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
@@ -483,12 +483,12 @@ def run_study(args: argparse.Namespace) -> int:
 
 
 def _embedder(args: argparse.Namespace) -> Any:
-    from nosink.eval.embedders import load_embedder
+    from nosink.eval.embedders import EmbedderKind, load_embedder, parse_spec
 
-    plan = None if args.plan == "baseline" else args.plan
+    converted = parse_spec(args.model)[0] is EmbedderKind.NOSINK
     return load_embedder(
         args.model,
-        plan=plan,
+        plan=args.plan if converted or args.plan != "baseline" else None,  # st:/hf: models run as they are
         pooling=args.pooling,
         device=args.device,
         dtype=args.dtype,
@@ -500,10 +500,9 @@ def _embedder(args: argparse.Namespace) -> Any:
 def _encoder(args: argparse.Namespace, *, plan: str) -> Any:
     from nosink.encoder import Encoder
 
-    pooling = args.pooling or Pooling.MEAN
     recipe = getattr(args, "recipe", None)  # tune has no --recipe: it searches recipes
     options = {"dtype": args.dtype, "device": args.device, "max_length": args.max_length, "recipe": recipe}
-    return Encoder.from_pretrained(args.model, plan=plan, pooling=pooling, **options)
+    return Encoder.from_pretrained(args.model, plan=plan, pooling=args.pooling, **options)  # None: saved, or mean
 
 
 def _sts_instruction(args: argparse.Namespace) -> str | None:

@@ -16,7 +16,6 @@ from nosink.encoder import DEFAULT_MAX_LENGTH, Encoder
 from nosink.errors import NosinkError
 from nosink.eval.base import Embedder, EmbedderKind, dtype_of, embedder_description
 from nosink.eval.baselines import HFMeanPoolEmbedder, HFPooling, SentenceTransformerEmbedder
-from nosink.pooling import Pooling
 
 if TYPE_CHECKING:
     import torch
@@ -80,8 +79,8 @@ def load_embedder(
     if kind is EmbedderKind.NOSINK:
         return Encoder.from_pretrained(
             name,
-            plan=plan if plan is not None else "baseline",
-            pooling=pooling if pooling is not None else Pooling.MEAN,
+            plan=plan,  # None: a saved folder's, else the baseline
+            pooling=pooling,  # None: a saved folder's, else mean
             dtype=dtype,
             device=device,
             max_length=max_length,

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from nosink.encoder import Encoder
 from nosink.errors import NosinkError
 from nosink.eval.baselines import MTEB_EXTRA_HINT
 from nosink.eval.embedders import describe_embedder
@@ -251,6 +252,10 @@ class NosinkMTEBModel:
             self._meta = self._build_meta()
         return self._meta
 
+    @mteb_model_meta.setter
+    def mteb_model_meta(self, meta: ModelMeta) -> None:  # ModelMeta.load_model() sets the meta it loaded from
+        self._meta = meta
+
     # ---------------------------------------------------------------- helpers
 
     def instruction(self, task_metadata: TaskMetadata, prompt_type: Any = None) -> str | None:
@@ -278,12 +283,15 @@ class NosinkMTEBModel:
             )
         vectors = None
         if keep:
+            # No instruction means none: not a saved nosink encoder's default prompt.
+            nothing = {"prompt": ""} if instruction is None and isinstance(self.embedder, Encoder) else {}
             vectors = self.embedder.encode(
                 [texts[i] for i in keep],
                 instruction=instruction,
                 batch_size=batch_size,
                 normalize=self.normalize,
                 show_progress_bar=show,
+                **nothing,
             )
             vectors = np.asarray(vectors, dtype=np.float32)
         if len(keep) == len(texts) and vectors is not None:
@@ -307,12 +315,15 @@ class NosinkMTEBModel:
         module = _torch_module(self.embedder)
         settings = {
             key: description.get(key)
-            for key in ("kind", "plan", "pooling", "dtype", "max_length")
+            for key in ("kind", "plan", "pooling", "recipe", "dtype", "max_length")
             if description.get(key) is not None
         }
         settings["instructions"] = self._instructions_tag()
+        folder = _saved_folder(self.embedder)
         return ModelMeta(
-            loader=None,
+            loader=load_saved_model if folder else None,  # mteb's load_model() rebuilds a saved folder's model
+            loader_kwargs={"folder": folder} if folder else {},
+            adapted_from=getattr(self.embedder, "base_model_name", None),
             name=self.name or meta_name(str(description.get("name") or type(self.embedder).__name__)),
             revision=self.revision or _commit_of(module) or "no_revision_available",
             release_date=None,
@@ -340,6 +351,29 @@ class NosinkMTEBModel:
             return "none"
         digest = hashlib.sha256(json.dumps(self.instructions, sort_keys=True).encode()).hexdigest()[:8]
         return f"custom-{digest}"
+
+
+def load_saved_model(
+    name: str, revision: str | None = None, *, folder: str, device: str | None = None, **settings: Any
+) -> NosinkMTEBModel:
+    """mteb's ``loader`` for a folder written by ``Encoder.save_pretrained``: the folder's encoder, wrapped.
+
+    ``settings`` are the meta's ``experiment_kwargs`` (plan, pooling, recipe …), which mteb passes
+    back; the plan, pooling and recipe are applied, so a meta edited to another plan loads that plan.
+    """
+    chosen = {key: settings[key] for key in ("plan", "pooling", "recipe", "dtype") if settings.get(key) is not None}
+    encoder = Encoder.from_pretrained(folder, device=device, **chosen)
+    instructions = {} if settings.get("instructions") == "none" else None  # "paper": the paper's table
+    return NosinkMTEBModel(encoder, name=name, revision=revision, instructions=instructions)
+
+
+def _saved_folder(embedder: Any) -> str | None:
+    """The absolute folder of a nosink encoder loaded from a saved folder (it has ``nosink.json``), else None."""
+    from nosink.saving import SAVED_CONFIG
+
+    name = str(getattr(embedder, "name", ""))
+    folder = Path(name).expanduser()
+    return str(folder.resolve()) if name and (folder / SAVED_CONFIG).is_file() else None
 
 
 def meta_name(name: str) -> str:

@@ -275,7 +275,8 @@ def sweep_readouts(
         raise NosinkError("the recipes of one read-out sweep must share their prompt and pool; sweep them apart")
     first = encoder.with_recipe(readouts[0])  # its tokenization and pooling hold for every recipe
     schedules = [plan.resolve(encoder.num_layers) for plan in plans]
-    rows = first.tokenize(texts, instruction=instruction)  # K rows per text with K prompt templates
+    instruction, prompt = first.resolve_prompt(instruction)  # as encode() does: the default prompt, if any
+    rows = first.tokenize(texts, instruction=instruction, prompt=prompt)  # K rows per text with K templates
     features = [[np.zeros((len(rows), encoder.dim), dtype=np.float32) for _ in readouts] for _ in plans]
 
     def run(batch: Batch) -> list[list[torch.Tensor]]:

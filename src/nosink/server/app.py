@@ -84,9 +84,11 @@ class TokenizeRequest(BaseModel):
 def create_app(encoder: Encoder, settings: ServerSettings) -> FastAPI:
     """The FastAPI application serving ``encoder`` under ``settings``.
 
-    ``max_length`` is the smaller of the setting and the encoder's own (capped at the model's positions).
+    ``max_length`` is the smaller of the setting and the encoder's own (capped at the model's positions); without
+    the setting, the encoder's own.
     """
-    settings = settings.model_copy(update={"max_length": min(settings.max_length, encoder.max_length)})
+    limit = encoder.max_length if settings.max_length is None else min(settings.max_length, encoder.max_length)
+    settings = settings.model_copy(update={"max_length": limit})
     metrics = ServerMetrics()
     batcher = MicroBatcher(
         lambda rows: encoder.pool_rows(  # one vector per row; a text's prompt rows are averaged per request
@@ -176,7 +178,8 @@ class EmbeddingService:
     def _rows(
         self, inputs: list[str] | list[list[int]], instruction: str | None, truncate: bool
     ) -> list[TokenizedText]:
-        tokenizer = self.encoder.text_tokenizer(instruction, max_length=self.settings.max_length)
+        instruction, prompt = self.encoder.resolve_prompt(instruction)  # a saved folder's default prompt, if any
+        tokenizer = self.encoder.text_tokenizer(instruction, prompt=prompt, max_length=self.settings.max_length)
         if inputs and isinstance(inputs[0], list):
             rows = [self._row_from_ids(tokenizer, ids, i) for i, ids in enumerate(inputs)]
         else:

@@ -17,10 +17,14 @@ class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NOSINK_", extra="forbid")
 
     model: str = Field(description="hub name, local folder or .gguf file of the decoder")
-    plan: str = Field("baseline", description="conversion plan, e.g. mask0&bidir:k=17,k0=2")
-    recipe: str = Field("default", description="layer read-out and prompt, e.g. layer=-4 or prompt=prompteol")
-    pooling: Literal["mean", "weighted_mean", "last", "first", "reference_mean"] = Field(
-        "mean", description="pooling mode"
+    plan: str | None = Field(
+        None, description="conversion plan, e.g. mask0&bidir:k=17,k0=2 (default: a saved folder's, else baseline)"
+    )
+    recipe: str | None = Field(
+        None, description="layer read-out and prompt, e.g. layer=-4 or prompt=prompteol (default: a saved folder's)"
+    )
+    pooling: Literal["mean", "weighted_mean", "last", "first", "reference_mean"] | None = Field(
+        None, description="pooling mode (default: a saved folder's, else mean)"
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="weights dtype")
     device: str | None = Field(None, description="cpu, cuda, cuda:1 … (default: cuda when available)")
@@ -30,7 +34,12 @@ class ServerSettings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="accepted Bearer keys (comma-separated); none = open"
     )
-    max_length: int = Field(512, ge=1, description="maximum tokens per input, special and instruction tokens included")
+    max_length: int | None = Field(
+        None,
+        ge=1,
+        description="maximum tokens per input, special and instruction tokens included (default: a saved folder's, "
+        "else 512)",
+    )
     truncate: bool = Field(False, description="truncate over-long inputs instead of answering 413")
     max_inputs: int = Field(2048, ge=1, description="maximum inputs per request (more: 413)")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="maximum request body size (more: 413)")
