@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -190,8 +192,13 @@ def run_readouts(
     input_ids: torch.Tensor,  # [B, T]
     attention_mask: torch.Tensor,  # [B, T], 1 = real token
     recipes: list[Recipe],
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[list[torch.Tensor]]:
     """For every schedule, the states [B, T, D] that each of ``recipes`` reads out (their layers and norm).
+
+    ``reduce`` (e.g. a pooling, [B, T, D] -> [B, D]) is applied to every state as it is read, before
+    a recipe's layers are averaged; it must be linear, as every pooling is. A sweep over many plans
+    and layers then keeps [B, D] per read-out instead of [B, T, D].
 
     Single-pass schedules form a tree by their per-layer patterns: a layer call is made once for
     all schedules that agree on every layer up to it. A k-sweep of ``inplace-bidir`` over k = 1…L
@@ -206,7 +213,8 @@ def run_readouts(
     single = [i for i, s in enumerate(schedules) if s.layer_patterns is not None and not s.reference]
     for i, schedule in enumerate(schedules):
         if i not in single:  # branched, or reference mode (its own window rule and residual)
-            results[i] = [run_recipe(base, family, schedule, r, input_ids, attention_mask) for r in recipes]
+            states = [run_recipe(base, family, schedule, r, input_ids, attention_mask) for r in recipes]
+            results[i] = states if reduce is None else [reduce(state) for state in states]
     if not single:
         return results  # type: ignore[return-value]
     position_ids = relative_positions(attention_mask)  # [B, T]
@@ -217,10 +225,16 @@ def run_readouts(
 
     def read(h: torch.Tensor, depth: int, totals: Totals) -> Totals:
         """The running sums [B, T, D] of every recipe's states along one path, with depth ``depth`` added."""
-        normed = norm(h) if any(depth in d and r.norm for d, r in zip(wanted, recipes, strict=True)) else None
+        reading = [depth in depths for depths in wanted]
+        if not any(reading):
+            return totals
+        normed = norm(h) if any(r.norm for r, on in zip(recipes, reading, strict=True) if on) else None
+        read_out = {False: h, True: normed}
+        if reduce is not None:  # [B, T, D] -> [B, D], once per kind of state, not once per recipe
+            read_out = {key: None if state is None else reduce(state) for key, state in read_out.items()}
         out = []
-        for depths, recipe, total in zip(wanted, recipes, totals, strict=True):
-            state = (normed if recipe.norm else h) if depth in depths else None  # [B, T, D]
+        for on, recipe, total in zip(reading, recipes, totals, strict=True):
+            state = read_out[recipe.norm] if on else None  # [B, T, D], or [B, D] reduced
             out.append(total if state is None else state if total is None else total + state)
         return tuple(out)
 

@@ -110,7 +110,7 @@ def save_encoder(encoder: Encoder, folder: str | os.PathLike[str], *, weights: W
     """Write ``encoder`` into a new folder (see the module docstring); returns the folder.
 
     The folder is written under a temporary name and renamed into place when complete; an
-    existing folder is refused. The model object is only read: nothing is copied in memory.
+    existing folder is refused. The model object is left as it was (its config included).
     """
     from nosink import __version__
 

@@ -305,7 +305,10 @@ def _loaded_identity(encoder: Encoder) -> dict[str, Any]:
         "max_length": encoder.max_length,
         "dimension": encoder.dim,
     }
-    return identity if encoder.recipe.is_default else identity | {"recipe": str(encoder.recipe)}
+    if not encoder.recipe.is_default:
+        identity["recipe"] = str(encoder.recipe)
+    default = encoder.prompts.get(encoder.default_prompt_name or "")
+    return identity if default is None else identity | {"default_prompt": default}
 
 
 def _now() -> str:

@@ -94,8 +94,11 @@ class EncoderSpec:
             "max_length": effective_max_length(self.max_length, config, warn=False),
             "dimension": int(config.hidden_size),
         }
-        # Only a recipe that changes the vectors is written, so that jobs from before recipes still resume.
-        return identity if recipe.is_default else identity | {"recipe": str(recipe)}
+        # Only a recipe or default prompt that changes the vectors is written, so that older jobs still resume.
+        if not recipe.is_default:
+            identity["recipe"] = str(recipe)
+        default = _saved_default_prompt(self.model)
+        return identity if default is None else identity | {"default_prompt": default}
 
 
 @dataclass(frozen=True)
@@ -148,3 +151,11 @@ def model_id(name: str) -> str:
     """A local folder by its absolute path (so ./m and m agree), a hub model by its name."""
     path = Path(name)
     return str(path.resolve()) if path.exists() else name
+
+
+def _saved_default_prompt(model: str) -> str | None:
+    """The prompt a saved folder applies when a call gives none (its ``default_prompt_name``), else None."""
+    from nosink.saving import read_saved
+
+    saved = read_saved(model) if Path(model).expanduser().is_dir() else None
+    return saved.prompts.get(saved.default_prompt_name) if saved and saved.default_prompt_name else None

@@ -280,14 +280,17 @@ def sweep_readouts(
     features = [[np.zeros((len(rows), encoder.dim), dtype=np.float32) for _ in readouts] for _ in plans]
 
     def run(batch: Batch) -> list[list[torch.Tensor]]:
-        return run_readouts(encoder.base, encoder.family, schedules, batch.input_ids, batch.attention_mask, readouts)
+        def pooled(states: torch.Tensor) -> torch.Tensor:  # [B, T, D] -> [B, D]; every pooling is linear
+            return pool(states, batch.attention_mask, batch.text_mask, first.pooling, batch.prompt_mask)
+
+        ids, mask = batch.input_ids, batch.attention_mask
+        return run_readouts(encoder.base, encoder.family, schedules, ids, mask, readouts, reduce=pooled)
 
     progress = {"show_progress_bar": show_progress_bar, "description": f"sweep ({len(plans)} plans x {len(readouts)})"}
     for batch, states in first.run_batches(rows, batch_size=batch_size, run=run, **progress):
         for per_plan, plan_states in zip(features, states, strict=True):
-            for output, state in zip(per_plan, plan_states, strict=True):
-                pooled = pool(state, batch.attention_mask, batch.text_mask, first.pooling, batch.prompt_mask)  # [B, D]
-                output[batch.indices] = pooled.cpu().numpy()
+            for output, pooled in zip(per_plan, plan_states, strict=True):
+                output[batch.indices] = pooled.cpu().numpy()  # [B, D]
     return [[first.average_prompts(output) for output in per_plan] for per_plan in features]  # [N, D] each
 
 
