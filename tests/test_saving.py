@@ -167,7 +167,8 @@ def test_nosink_save_then_encode_embed_and_serve_use_the_saved_settings(tmp_path
     assert main(["embed", str(corpus), "-o", str(tmp_path / "out"), "--model", str(folder)]) == 0
     embedded = np.concatenate([shard.embeddings for shard in iter_shards(tmp_path / "out")])
     np.testing.assert_allclose(embedded, expected.encode(TEXTS, normalize=True), atol=1e-6)
-    assert '"plan": "mask0-bidir:k=2"' in (tmp_path / "out" / "manifest.json").read_text()
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["encoder"]["plan"] == "mask0-bidir:k=2" and manifest["encoder"]["default_prompt"] == query
 
     app = load_app(ServerSettings(model=str(folder)))  # no --plan, no --max-length: the saved ones
     encoder = app.state.service.encoder
