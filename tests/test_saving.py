@@ -169,6 +169,10 @@ def test_nosink_save_then_encode_embed_and_serve_use_the_saved_settings(tmp_path
     np.testing.assert_allclose(embedded, expected.encode(TEXTS, normalize=True), atol=1e-6)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["encoder"]["plan"] == "mask0-bidir:k=2" and manifest["encoder"]["default_prompt"] == query
+    from nosink.corpus.job import EncoderSpec
+
+    spec = EncoderSpec(str(folder))  # from Python too: the folder's settings, not the defaults
+    assert spec.identity() == manifest["encoder"] and str(spec.load().plan) == "mask0-bidir:k=2"
 
     app = load_app(ServerSettings(model=str(folder)))  # no --plan, no --max-length: the saved ones
     encoder = app.state.service.encoder

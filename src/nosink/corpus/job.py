@@ -29,12 +29,12 @@ class EncoderSpec:
     """How to load an encoder: what a Ray worker needs to build its own copy."""
 
     model: str
-    plan: str = "baseline"
-    pooling: str = "mean"
+    plan: str | None = None  # None: a saved folder's, else the baseline
+    pooling: str | None = None  # None: a saved folder's, else mean
     dtype: str = "auto"
     device: str | None = None
-    max_length: int | None = None  # None: 512, or the model's position limit when smaller
-    recipe: str = "default"
+    max_length: int | None = None  # None: a saved folder's, else 512 (or the model's position limit when smaller)
+    recipe: str | None = None  # None: a saved folder's, else none
 
     def load(self) -> Encoder:
         return Encoder.from_pretrained(
@@ -55,7 +55,7 @@ class EncoderSpec:
         return cls(
             encoder.name,
             str(encoder.plan),
-            encoder.pooling.value,
+            encoder.own_pooling.value,  # the recipe carries its own
             encoder.dtype_name,
             encoder.device.type,
             encoder.max_length,
@@ -81,17 +81,18 @@ class EncoderSpec:
     def identity(self) -> dict[str, Any]:
         """The fields that decide the vectors, as written in the manifest (``encoder`` section)."""
         from nosink.loading import ModelSource
-        from nosink.saving import weights_folder_or_name
+        from nosink.saving import saved_or_given, weights_folder_or_name
 
         config = ModelSource.parse(weights_folder_or_name(self.model)).load_config()  # a reference folder has none
         dtype = resolve_dtype(self.dtype, resolve_device(self.device))
-        recipe = Recipe.coerce(self.recipe)
+        settings = saved_or_given(self.model, plan=self.plan, pooling=self.pooling, recipe=self.recipe)
+        recipe = Recipe.coerce(settings["recipe"])
         identity = {
             "model": model_id(self.model),
-            "plan": str(Plan.coerce(self.plan)),
-            "pooling": (recipe.pool or Pooling.coerce(self.pooling)).value,
+            "plan": str(Plan.coerce(settings["plan"])),
+            "pooling": (recipe.pool or Pooling.coerce(settings["pooling"])).value,
             "dtype": str(dtype).removeprefix("torch."),
-            "max_length": effective_max_length(self.max_length, config, warn=False),
+            "max_length": effective_max_length(self.max_length or settings["max_length"], config, warn=False),
             "dimension": int(config.hidden_size),
         }
         # Only a recipe or default prompt that changes the vectors is written, so that older jobs still resume.
