@@ -89,7 +89,7 @@ def test_mismatches_are_clear_errors(pair) -> None:
         ({"normalize": True, "normalize_embeddings": False}, "disagree"),
         ({"truncate_dim": 10_000}, "more than the embedding's 64"),
         ({"truncate_dim": 0}, "positive integer"),
-        ({"precision": "float16"}, "precision must be one of"),
+        ({"precision": "float16"}, "unknown precision 'float16'; use one of float32"),
     ]
     for options, message in cases:
         with pytest.raises(NosinkError, match=message):

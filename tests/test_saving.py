@@ -129,7 +129,7 @@ def test_saving_mistakes_are_clear(tmp_path: Path) -> None:
     encoder = stories("baseline", None)
     with pytest.raises(NosinkError, match="already exists"):
         encoder.save_pretrained(tmp_path)
-    with pytest.raises(NosinkError, match="weights must be 'copy' or 'reference'"):
+    with pytest.raises(NosinkError, match="unknown weights 'link'; use one of copy, reference"):
         encoder.save_pretrained(tmp_path / "x", weights="link")
     folder = encoder.save_pretrained(tmp_path / "model")
     (folder / "nosink.json").write_text(json.dumps({"format": 99}))

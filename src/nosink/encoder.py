@@ -31,6 +31,7 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_LENGTH = 512
 PROGRESS_BAR_MIN_TEXTS = 256
 R = TypeVar("R")
+A = TypeVar("A", np.ndarray, torch.Tensor)
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ class Encoder:
         from nosink.saving import read_saved
 
         saved = read_saved(name_or_path) if Path(name_or_path).expanduser().is_dir() else None
-        settings = _saved_settings(saved)
+        settings = saved.encoder_settings() if saved else {}
         settings |= _given(
             plan=plan,
             pooling=pooling,
@@ -419,10 +420,7 @@ class Encoder:
             show_progress_bar=show_progress_bar,
             progress=rows_done,
         )  # [N * K, D]
-        vectors = torch.from_numpy(self.average_prompts(pooled))  # [N, D]
-        if normalize:
-            vectors = torch.nn.functional.normalize(vectors, dim=-1)
-        return vectors.numpy()
+        return finish(self.average_prompts(pooled), normalize=normalize)  # [N, D]
 
     def pool_rows(
         self,
@@ -459,12 +457,15 @@ class Encoder:
         """K, the rows every text is encoded in: one per prompt template of the recipe (1 without one)."""
         return max(len(self.recipe.templates), 1)
 
-    def average_prompts(self, pooled: np.ndarray) -> np.ndarray:
-        """[N * K, D] pooled rows (text by text, K templates each) -> [N, D], the mean over each text's templates."""
+    def average_prompts(self, pooled: A) -> A:
+        """[N * K, D] pooled rows (text by text, K templates each) -> [N, D], the mean over each text's templates.
+
+        Takes a numpy array or a torch tensor, and returns the same kind.
+        """
         per_text = self.rows_per_text
         if per_text == 1:
             return pooled
-        return pooled.reshape(-1, per_text, pooled.shape[-1]).mean(axis=1)  # [N, K, D] -> [N, D]
+        return pooled.reshape(-1, per_text, pooled.shape[-1]).mean(1)  # [N, K, D] -> [N, D]
 
     def encode_tokens(
         self,
@@ -708,21 +709,6 @@ def _one_flag(normalize: bool, normalize_embeddings: bool | None) -> bool:
     if normalize and not normalize_embeddings:
         raise NosinkError("normalize=True and normalize_embeddings=False disagree; give one of them")
     return normalize_embeddings
-
-
-def _saved_settings(saved: Any) -> dict[str, Any]:
-    """The encoder settings a saved folder (a :class:`nosink.saving.SavedEncoder`) records; {} for None."""
-    if saved is None:
-        return {}
-    return {
-        "plan": saved.plan,
-        "pooling": saved.pooling,
-        "recipe": saved.recipe,
-        "max_length": saved.max_length,
-        "prompts": saved.prompts,
-        "default_prompt_name": saved.default_prompt_name,
-        "similarity_fn_name": saved.similarity_fn_name,
-    }
 
 
 def _given(**settings: Any) -> dict[str, Any]:

@@ -10,15 +10,14 @@ a representative batch, not one text at a time; binary and ubinary pack the sign
 from __future__ import annotations
 
 import importlib.util
-from enum import Enum
 
 import numpy as np
 import torch
 
-from nosink.errors import NosinkError, check_bool
+from nosink.errors import Choice, NosinkError, check_bool
 
 
-class Precision(str, Enum):
+class Precision(Choice):
     """The number format of returned embeddings (sentence-transformers' ``precision``)."""
 
     FLOAT32 = "float32"
@@ -28,15 +27,11 @@ class Precision(str, Enum):
     UBINARY = "ubinary"
 
     @classmethod
-    def coerce(cls, value: Precision | str) -> Precision:
-        try:
-            return cls(value)
-        except ValueError:
-            names = ", ".join(p.value for p in cls)
-            raise NosinkError(f"precision must be one of {names}, got {value!r}") from None
+    def noun(cls) -> str:
+        return "precision"
 
 
-class SimilarityFunction(str, Enum):
+class SimilarityFunction(Choice):
     """How two embeddings are compared (sentence-transformers' ``similarity_fn_name``)."""
 
     COSINE = "cosine"
@@ -45,12 +40,8 @@ class SimilarityFunction(str, Enum):
     MANHATTAN = "manhattan"  # the negative L1 distance
 
     @classmethod
-    def coerce(cls, value: SimilarityFunction | str) -> SimilarityFunction:
-        try:
-            return cls(value)
-        except ValueError:
-            names = ", ".join(f.value for f in cls)
-            raise NosinkError(f"similarity function must be one of {names}, got {value!r}") from None
+    def noun(cls) -> str:
+        return "similarity function"
 
 
 def finish(

@@ -25,11 +25,10 @@ import os
 import re
 import shutil
 from dataclasses import asdict, dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nosink.errors import NosinkError
+from nosink.errors import Choice, NosinkError
 
 if TYPE_CHECKING:
     from nosink.encoder import Encoder
@@ -42,11 +41,15 @@ _HUB_NAME = re.compile(r"^[\w.-]+(/[\w.-]+)?$", re.ASCII)
 PAPER = "Look Both Ways and No Sink: Converting LLMs into Text Encoders without Training (ACL 2025)"
 
 
-class Weights(str, Enum):
+class Weights(Choice):
     """Where a saved encoder's weights are."""
 
     COPY = "copy"  # in the folder, as safetensors
     REFERENCE = "reference"  # not in the folder: the base model's name or absolute path is recorded
+
+    @classmethod
+    def noun(cls) -> str:
+        return "weights"
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,18 @@ class SavedEncoder:
     similarity_fn_name: str = "cosine"
     format: int = FORMAT_VERSION
     nosink_version: str = ""
+
+    def encoder_settings(self) -> dict[str, Any]:
+        """The ``Encoder`` keyword arguments this folder records."""
+        return {
+            "plan": self.plan,
+            "pooling": self.pooling,
+            "recipe": self.recipe,
+            "max_length": self.max_length,
+            "prompts": self.prompts,
+            "default_prompt_name": self.default_prompt_name,
+            "similarity_fn_name": self.similarity_fn_name,
+        }
 
     @property
     def weights_source(self) -> str | None:
@@ -98,12 +113,9 @@ def weights_folder_or_name(model: str) -> str:
 def saved_or_given(model: str, *, plan: str | None, pooling: str | None, recipe: str | None) -> dict[str, Any]:
     """The settings given, else a saved folder's, else the defaults (plan, pooling, recipe, ``max_length``)."""
     saved = read_saved(model) if Path(model).expanduser().is_dir() else None
-    return {
-        "plan": plan or (saved.plan if saved else "baseline"),
-        "pooling": pooling or (saved.pooling if saved else "mean"),
-        "recipe": recipe or (saved.recipe if saved else "default"),
-        "max_length": saved.max_length if saved else None,
-    }
+    recorded = saved.encoder_settings() if saved else {"plan": "baseline", "pooling": "mean", "recipe": "default"}
+    given = {"plan": plan, "pooling": pooling, "recipe": recipe}
+    return {key: given[key] or recorded[key] for key in given} | {"max_length": recorded.get("max_length")}
 
 
 def save_encoder(encoder: Encoder, folder: str | os.PathLike[str], *, weights: Weights | str = Weights.COPY) -> Path:
@@ -114,7 +126,7 @@ def save_encoder(encoder: Encoder, folder: str | os.PathLike[str], *, weights: W
     """
     from nosink import __version__
 
-    weights = _weights(weights)
+    weights = Weights.coerce(weights)
     target = Path(folder).expanduser()
     if target.exists():
         raise NosinkError(f"output folder {str(target)!r} already exists; remove it or choose another")
@@ -159,13 +171,6 @@ def _save_backbone(encoder: Encoder, folder: Path) -> None:
         encoder.base.save_pretrained(folder, safe_serialization=True)
     finally:
         config.architectures = architectures
-
-
-def _weights(value: Weights | str) -> Weights:
-    try:
-        return Weights(value)
-    except ValueError:
-        raise NosinkError(f"weights must be 'copy' or 'reference', got {value!r}") from None
 
 
 def _weights_source(encoder: Encoder, weights: Weights) -> str:

@@ -83,8 +83,7 @@ class NosinkModule(InputModule):
         states = encoder.hidden_states(features["input_ids"], features["attention_mask"])  # [R, T, D]
         mask = features["attention_mask"]
         pooled = pool(states, mask, features["text_mask"], encoder.pooling, features["prompt_mask"])  # [R, D]
-        per_text = encoder.rows_per_text
-        embedding = pooled.reshape(-1, per_text, pooled.shape[-1]).mean(dim=1)  # [N, K, D] -> [N, D]
+        embedding = encoder.average_prompts(pooled)  # [N * K, D] -> [N, D]
         return features | {"sentence_embedding": embedding.float()}
 
     def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:

@@ -86,12 +86,11 @@ def run_embed(args: argparse.Namespace) -> int:
     from nosink.corpus.embed import embed_corpus
     from nosink.corpus.job import EncoderSpec, RayOptions
     from nosink.corpus.reader import CorpusSource
-    from nosink.saving import saved_or_given
 
+    if args.plan is not None:
+        Plan.coerce(args.plan)  # cheap checks first: a typo should not wait for a pass over the corpus
+    Recipe.coerce(args.recipe)
     check_model_path(args.model)
-    settings = saved_or_given(args.model, plan=args.plan, pooling=args.pooling, recipe=args.recipe)
-    Plan.coerce(settings["plan"])  # cheap checks first: a typo should not wait for a pass over the corpus
-    Recipe.coerce(settings["recipe"])
     given = {flag: getattr(args, flag[2:].replace("-", "_")) for flag in _RAY_FLAGS}
     given = {flag: value for flag, value in given.items() if value is not None}  # the Ray flags set explicitly
     if args.engine == "local" and given:
@@ -100,10 +99,8 @@ def run_embed(args: argparse.Namespace) -> int:
     source = CorpusSource.open(
         args.input, input_format=args.input_format, id_field=args.id_field, text_field=args.text_field
     )
-    max_length = args.max_length or settings["max_length"]
-    spec = EncoderSpec(
-        args.model, settings["plan"], settings["pooling"], args.dtype, args.device, max_length, settings["recipe"]
-    )
+    # None settings: the folder's, when it was saved by nosink (EncoderSpec reads it), else the defaults
+    spec = EncoderSpec(args.model, args.plan, args.pooling, args.dtype, args.device, args.max_length, args.recipe)
     report = embed_corpus(
         spec,
         source,
