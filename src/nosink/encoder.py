@@ -200,6 +200,10 @@ class Encoder:
         """The same model, tokenizer and plan under another recipe (no weights are copied)."""
         return self._like(recipe=recipe)
 
+    def with_max_length(self, max_length: int | None) -> Encoder:
+        """The same encoder cutting texts at another number of tokens (None: the default, 512 or the model's limit)."""
+        return self._like(max_length=max_length)
+
     def _like(self, **changes: Any) -> Encoder:
         """A new encoder on the same model and tokenizer, with this one's settings except ``changes``."""
         settings = {

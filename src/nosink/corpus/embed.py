@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +20,15 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from nosink import __version__
-from nosink.corpus.job import EncodeOptions, EncoderSpec, Progress, RayOptions, embed_texts, model_id
+from nosink.corpus.job import (
+    CorpusEmbedder,
+    EncodeOptions,
+    EncoderSpec,
+    Progress,
+    RayOptions,
+    embed_texts,
+    model_id,
+)
 from nosink.corpus.reader import CorpusSource, Record
 from nosink.corpus.shards import (
     FORMAT,
@@ -37,6 +45,7 @@ from nosink.corpus.shards import (
 )
 from nosink.encoder import Encoder
 from nosink.errors import Choice, NosinkError
+from nosink.postprocess import finish
 
 DEFAULT_SHARD_SIZE = 10_000
 
@@ -67,11 +76,12 @@ class EmbedReport:
 
 
 def embed_corpus(
-    encoder: Encoder | EncoderSpec,
+    encoder: Encoder | EncoderSpec | CorpusEmbedder,
     source: CorpusSource,
     out_dir: str | Path,
     *,
     instruction: str | None = None,
+    prompt: str | None = None,
     normalize: bool = True,
     store_text: bool = False,
     shard_size: int = DEFAULT_SHARD_SIZE,
@@ -85,10 +95,13 @@ def embed_corpus(
 
     Args:
         encoder: A loaded ``Encoder``, or an ``EncoderSpec`` (loaded here for the local engine;
-            the Ray engine loads one copy per worker and never in this process).
+            the Ray engine loads one copy per worker and never in this process), or another
+            :class:`~nosink.corpus.job.CorpusEmbedder` (a sentence-transformers baseline; local engine only).
         source: The corpus (see ``CorpusSource.open``).
         out_dir: A new or empty folder, or the folder of an earlier run of the same job.
         instruction: Task description put before every text (E5-Mistral format).
+        prompt: A raw prefix put before every text instead (sentence-transformers' prompts); ``""`` for none,
+            even where a saved folder has a default prompt.
         normalize: Store L2-normalised vectors (the default, ready for cosine search).
         store_text: Also store each record's text in the shards (search can then show it).
         shard_size: Records per shard: the unit of resumption.
@@ -107,31 +120,20 @@ def embed_corpus(
     start = time.perf_counter()
     out_dir = Path(out_dir)
     if engine is Engine.RAY:  # workers must compute with the device and dtype the manifest records
+        if not isinstance(encoder, (Encoder, EncoderSpec)):
+            raise NosinkError("the Ray engine runs nosink encoders; embed this model with engine='local'")
         encoder = (encoder if isinstance(encoder, EncoderSpec) else EncoderSpec.of(encoder)).for_workers(
             (ray or RayOptions()).gpus_per_worker
         )
-    records = _count_records(source)
-    job = {
-        "encoder": encoder.identity() if isinstance(encoder, EncoderSpec) else _loaded_identity(encoder),
-        "instruction": instruction,
-        **({"instruction_tokens": INSTRUCTION_TOKENS} if instruction else {}),
-        "normalized": normalize,
-        "store_text": store_text,
-        "shard_size": shard_size,
-        "records": records,
-        "input": {
-            "sha256": source.sha256(),
-            "format": source.format.value,
-            "id_field": source.id_field,
-            "text_field": source.text_field,
-        },
-    }
+    settings = {"normalize": normalize, "store_text": store_text, "shard_size": shard_size}
+    job = corpus_job(encoder, source, instruction=instruction, prompt=prompt, **settings)
+    records = job["records"]
     with _opened_job(out_dir, job, source) as manifest:
         shards = manifest["shards"]
         done = {i for i in range(shards) if shard_rows(shard_path(out_dir, i)) == _rows_in(i, records, shard_size)}
         pending = [i for i in range(shards) if i not in done]
         todo = sum(_rows_in(i, records, shard_size) for i in pending)
-        options = EncodeOptions(instruction, normalize, batch_size, max_tokens_per_batch)
+        options = EncodeOptions(instruction, normalize, batch_size, max_tokens_per_batch, prompt)
         chunks = _pending_chunks(source, shard_size, set(pending))
         show = records >= 32 if show_progress_bar is None else show_progress_bar
         with tqdm(total=records, initial=records - todo, disable=not show, desc="embedding", unit="text") as bar:
@@ -157,6 +159,117 @@ def embed_corpus(
         write_json_atomic(out_dir / MANIFEST, manifest | {"complete": True, "finished": _now()})
         seconds = time.perf_counter() - start
         return EmbedReport(out_dir, records, shards, len(pending), len(done), todo, truncated, seconds)
+
+
+def embed_corpus_shared(
+    encoders: Sequence[Encoder],
+    source: CorpusSource,
+    out_dirs: Sequence[str | Path],
+    *,
+    instruction: str | None = None,
+    prompt: str | None = None,
+    normalize: bool = True,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    batch_size: int | None = None,
+    show_progress_bar: bool | None = None,
+) -> list[EmbedReport]:
+    """:func:`embed_corpus` for one model under several plans (or read-out layers) at once, one folder each.
+
+    Every batch runs once through the layers the plans share (:func:`nosink.readouts.encode_shared`): a
+    baseline and a plan converting the top k of L layers cost (L + k) / L passes, not 2. Each folder is an
+    ordinary embedded corpus, the same job that :func:`embed_corpus` with that encoder alone writes, so either
+    resumes or reuses the other's shards. ``encoders`` come from one ``Encoder`` through ``with_plan`` /
+    ``with_recipe`` (same prompt and pooling); the local engine only.
+    """
+    from nosink.readouts import encode_shared
+
+    require_pyarrow()
+    if len(encoders) != len(out_dirs) or not encoders:
+        raise NosinkError(f"give one output folder per encoder: {len(encoders)} encoders, {len(out_dirs)} folders")
+    if shard_size < 1:
+        raise NosinkError(f"shard_size must be >= 1, got {shard_size}")
+    start = time.perf_counter()
+    folders = [Path(folder) for folder in out_dirs]
+    settings = {"normalize": normalize, "store_text": False, "shard_size": shard_size}
+    jobs = [corpus_job(e, source, instruction=instruction, prompt=prompt, **settings) for e in encoders]
+    records = jobs[0]["records"]
+    with contextlib.ExitStack() as stack:
+        manifests = [stack.enter_context(_opened_job(f, job, source)) for f, job in zip(folders, jobs, strict=True)]
+        wanted = [
+            {i for i in range(m["shards"]) if shard_rows(shard_path(f, i)) != _rows_in(i, records, shard_size)}
+            for f, m in zip(folders, manifests, strict=True)
+        ]
+        pending = set().union(*wanted)
+        todo = sum(_rows_in(i, records, shard_size) for i in pending)
+        show = records >= 32 if show_progress_bar is None else show_progress_bar
+        per_text = max(len(encoders[0].recipe.templates), 1)  # rows per text: one per prompt template
+        truncated = 0
+        with tqdm(total=records, initial=records - todo, disable=not show, desc="embedding", unit="text") as bar:
+            for index, chunk in _pending_chunks(source, shard_size, pending):
+                group = [n for n, shards in enumerate(wanted) if index in shards]
+                texts = [record.text for record in chunk]
+                vectors, rows = encode_shared(
+                    [encoders[n] for n in group],
+                    texts,
+                    instruction=instruction,
+                    prompt=prompt,
+                    batch_size=batch_size,
+                    progress=lambda done: bar.update(done / per_text),
+                )
+                truncated += sum(
+                    any(r.truncated for r in rows[i : i + per_text]) for i in range(0, len(rows), per_text)
+                )
+                for n, found in zip(group, vectors, strict=True):
+                    found = finish(found, normalize=normalize)  # [n, D]
+                    write_shard(folders[n], Shard(index, [record.id for record in chunk], found, None))
+        for folder, manifest in zip(folders, manifests, strict=True):
+            write_json_atomic(folder / MANIFEST, manifest | {"complete": True, "finished": _now()})
+    seconds, shards = time.perf_counter() - start, manifests[0]["shards"]
+    reports = []
+    for folder, own in zip(folders, wanted, strict=True):
+        embedded = sum(_rows_in(i, records, shard_size) for i in own)
+        reports.append(EmbedReport(folder, records, shards, len(own), shards - len(own), embedded, truncated, seconds))
+    return reports
+
+
+def corpus_job(
+    encoder: Encoder | EncoderSpec | CorpusEmbedder,
+    source: CorpusSource,
+    *,
+    instruction: str | None = None,
+    prompt: str | None = None,
+    normalize: bool = True,
+    store_text: bool = False,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+) -> dict[str, Any]:
+    """What an :func:`embed_corpus` job computes: the fields its manifest records and a resumed run must match.
+
+    Reads the whole corpus once (to validate and count it) and hashes it. Fields that older jobs lack (a
+    ``prompt``, a ``title_field``) are written only when set, so those jobs still resume.
+    """
+    if isinstance(encoder, EncoderSpec):
+        identity = encoder.identity()
+    elif isinstance(encoder, Encoder):
+        identity = _loaded_identity(encoder)
+    else:
+        identity = encoder.corpus_identity()
+    fields = {"id_field": source.id_field, "text_field": source.text_field}
+    return {
+        "encoder": identity,
+        "instruction": instruction,
+        **({"instruction_tokens": INSTRUCTION_TOKENS} if instruction else {}),
+        **({"prompt": prompt} if prompt is not None else {}),
+        "normalized": normalize,
+        "store_text": store_text,
+        "shard_size": shard_size,
+        "records": _count_records(source),
+        "input": {
+            "sha256": source.sha256(),
+            "format": source.format.value,
+            **fields,
+            **({"title_field": source.title_field} if source.title_field is not None else {}),
+        },
+    }
 
 
 @contextlib.contextmanager
@@ -274,7 +387,7 @@ def _pending_chunks(source: CorpusSource, shard_size: int, pending: set[int]) ->
 
 
 def _embed_local(
-    encoder: Encoder,
+    encoder: Encoder | CorpusEmbedder,
     chunks: Iterator[tuple[int, list[Record]]],
     out_dir: Path,
     *,
@@ -309,6 +422,11 @@ def _loaded_identity(encoder: Encoder) -> dict[str, Any]:
         identity["recipe"] = str(encoder.recipe)
     default = encoder.prompts.get(encoder.default_prompt_name or "")
     return identity if default is None else identity | {"default_prompt": default}
+
+
+def _texts_cut(rows: list, per_text: int) -> int:
+    """How many texts had a row cut at the token limit (``per_text`` rows each, text by text)."""
+    return sum(any(row.truncated for row in rows[i : i + per_text]) for i in range(0, len(rows), per_text))
 
 
 def _now() -> str:

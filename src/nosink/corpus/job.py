@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -122,19 +122,43 @@ class RayOptions:
 
 @dataclass(frozen=True)
 class EncodeOptions:
-    """How texts are encoded: what both engines pass to :func:`embed_texts`."""
+    """How texts are encoded: what both engines pass to :func:`embed_texts`.
+
+    ``prompt`` is a raw prefix (sentence-transformers' prompts): None leaves a saved folder's default prompt
+    to apply, ``""`` asks for no prompt at all.
+    """
 
     instruction: str | None
     normalize: bool
     batch_size: int | None
     max_tokens_per_batch: int | None
+    prompt: str | None = None
+
+
+@runtime_checkable
+class CorpusEmbedder(Protocol):
+    """A model other than a nosink ``Encoder`` that embeds corpora locally: a sentence-transformers baseline.
+
+    ``corpus_identity`` gives the fields that decide its vectors (the manifest's ``encoder`` section, with at
+    least ``model``, ``max_length`` and ``dimension``); ``embed_corpus_texts`` returns vectors [n, D] and which
+    texts were truncated [n].
+    """
+
+    def corpus_identity(self) -> dict[str, Any]: ...
+
+    def embed_corpus_texts(
+        self, texts: list[str], encode: EncodeOptions, progress: Progress
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def embed_texts(
-    encoder: Encoder, texts: list[str], encode: EncodeOptions, progress: Progress
+    encoder: Encoder | CorpusEmbedder, texts: list[str], encode: EncodeOptions, progress: Progress
 ) -> tuple[np.ndarray, np.ndarray]:
     """Vectors [n, D] of ``texts`` as ``Encoder.encode`` computes them, and which texts were truncated [n]."""
-    instruction, prompt = encoder.resolve_prompt(encode.instruction)  # a saved folder's default prompt, if any
+    if not isinstance(encoder, Encoder):
+        return encoder.embed_corpus_texts(texts, encode, progress)
+    # a saved folder's default prompt, if any, unless a prompt ("" for none) is given
+    instruction, prompt = encoder.resolve_prompt(encode.instruction, prompt=encode.prompt)
     rows = encoder.tokenize(texts, instruction=instruction, prompt=prompt, warn=False)  # one count per run
     vectors = encoder.embed_rows(  # [n, D]
         rows,

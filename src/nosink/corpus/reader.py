@@ -1,7 +1,9 @@
 """Streaming corpus readers: JSONL, CSV/TSV and Parquet records, one at a time, never the whole file.
 
 Every record yields an ``id`` (the ``id_field`` value as a string, or the 0-based record number
-when there is no id field) and a non-empty ``text``. Bad records are refused with their number.
+when there is no id field) and a non-empty ``text``. With a ``title_field`` (BEIR corpora have one),
+the text is the title and the text joined by one space, as MTEB and BEIR read documents
+(:func:`document_text`). Bad records are refused with their number.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ class InputFormat(Choice):
         return "input format"
 
 
+def document_text(title: str, text: str) -> str:
+    """A titled document as retrieval models read it: ``title + " " + text``, stripped; without a title, the text."""
+    return f"{title} {text}".strip() if title.strip() else text.strip()
+
+
 @dataclass(frozen=True)
 class Record:
     """One corpus record: its id (a string) and its text."""
@@ -47,12 +54,14 @@ class CorpusSource:
     """A corpus file and how to read it: its format and the names of its id and text fields.
 
     ``id_field=None`` uses the field ``"id"`` when the file has one, else the record number.
+    ``title_field`` (optional) names a title put before each text (:func:`document_text`).
     """
 
     path: Path
     format: InputFormat
     id_field: str | None = None
     text_field: str = DEFAULT_TEXT_FIELD
+    title_field: str | None = None
 
     @classmethod
     def open(
@@ -62,6 +71,7 @@ class CorpusSource:
         input_format: InputFormat | str = InputFormat.AUTO,
         id_field: str | None = None,
         text_field: str = DEFAULT_TEXT_FIELD,
+        title_field: str | None = None,
     ) -> CorpusSource:
         """Check that ``path`` is a readable file and resolve its format (from the extension for ``auto``)."""
         path = Path(path)
@@ -74,7 +84,7 @@ class CorpusSource:
                 known = ", ".join(sorted(tables.SUFFIXES))
                 raise NosinkError(f"cannot tell the format of {path.name} ({known}); pass --input-format")
             fmt = InputFormat(table_format.value)
-        return cls(path, fmt, id_field, text_field)
+        return cls(path, fmt, id_field, text_field, title_field)
 
     def records(self) -> Iterator[Record]:
         """Every record in file order, validated; NosinkError names the first bad one.
@@ -122,12 +132,20 @@ class CorpusSource:
         return str(value)
 
     def _text(self, row: dict[str, Any], number: int) -> str:
-        value = row.get(self.text_field)
+        value = self._string(row, self.text_field, number)
+        if self.title_field is not None:
+            title = row.get(self.title_field)
+            value = document_text("" if title is None else self._string(row, self.title_field, number), value)
+        if not value.strip():
+            fields = self.text_field if self.title_field is None else f"{self.title_field} and {self.text_field}"
+            raise NosinkError(f"{self._where(number)} has an empty {fields!r}")
+        return value
+
+    def _string(self, row: dict[str, Any], field: str, number: int) -> str:
+        value = row.get(field)
         if not isinstance(value, str):
             kind = "no" if value is None else f"a {type(value).__name__} as"
-            raise NosinkError(f"{self._where(number)} has {kind} {self.text_field!r}; expected a string")
-        if not value.strip():
-            raise NosinkError(f"{self._where(number)} has an empty {self.text_field!r}")
+            raise NosinkError(f"{self._where(number)} has {kind} {field!r}; expected a string")
         return value
 
     def _where(self, number: int) -> str:
@@ -155,7 +173,8 @@ def _text_rows(source: CorpusSource) -> Iterator[tuple[dict[str, Any], set[str]]
 
 def _parquet_rows(source: CorpusSource) -> Iterator[tuple[dict[str, Any], set[str]]]:
     fields = set(tables.parquet_columns(source.path))
-    wanted = [name for name in (source.id_field or DEFAULT_ID_FIELD, source.text_field) if name in fields]
+    named = (source.id_field or DEFAULT_ID_FIELD, source.text_field, source.title_field)
+    wanted = [name for name in named if name in fields]
     for _, row in tables.parquet_rows(source.path, columns=wanted):
         yield row, fields
 

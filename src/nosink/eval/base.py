@@ -105,12 +105,13 @@ def dtype_of(module: torch.nn.Module) -> str | None:
 
 @dataclass
 class TaskResult:
-    """The outcome of one evaluation: metric name → value, plus sizes and timings (seconds)."""
+    """The outcome of one evaluation: metric name → value, plus sizes, timings (seconds) and settings."""
 
     task: str
-    metrics: dict[str, float | int]
+    metrics: dict[str, Any]
     sizes: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # what the evaluator decided (e.g. prompts), for records
 
 
 # ---------------------------------------------------------------- embedding for an evaluator

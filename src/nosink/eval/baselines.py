@@ -171,11 +171,17 @@ class SentenceTransformerEmbedder:
     def __repr__(self) -> str:
         return f"SentenceTransformerEmbedder({self.name!r})"
 
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The model's named prompts (``config_sentence_transformers.json``), e.g. ``query`` and ``document``."""
+        return dict(getattr(self.model, "prompts", None) or {})
+
     def encode(
         self,
         texts: Sequence[str],
         *,
         instruction: str | None = None,
+        prompt: str | None = None,
         batch_size: int | None = None,
         normalize: bool = False,
         show_progress_bar: bool | None = None,
@@ -186,6 +192,8 @@ class SentenceTransformerEmbedder:
             texts: The texts to embed.
             instruction: A task description, prepended as ``Instruct: {instruction}\\nQuery: ``; pooled
                 with the text.
+            prompt: A raw prefix instead (one of :attr:`prompts`, or any string), as sentence-transformers'
+                ``prompt``; ``""`` for none.
             batch_size: Texts per forward pass (default 32).
             normalize: L2-normalise every embedding.
             show_progress_bar: Show a progress bar; default only for 256 texts or more.
@@ -196,19 +204,64 @@ class SentenceTransformerEmbedder:
         texts = check_texts(texts)
         size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
         check_positive(batch_size=size)  # 0 is refused, as by nosink's own encode, not taken as the default
+        if instruction is not None and prompt is not None:
+            raise NosinkError("give an instruction or a prompt, not both")
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        prompt = instruction_prefix(instruction) or None
+        # None: the model's default prompt, if it has one (sentence-transformers' rule); "": none at all
+        prefix = instruction_prefix(instruction) if instruction is not None else prompt
         show = len(texts) >= PROGRESS_BAR_MIN_TEXTS if show_progress_bar is None else show_progress_bar
         vectors = self.model.encode(
             texts,
-            prompt=prompt,
+            prompt=prefix,
             batch_size=size,
             show_progress_bar=show,
             convert_to_numpy=True,
             normalize_embeddings=normalize,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+    def corpus_identity(self) -> dict[str, Any]:
+        """What decides this model's vectors, for an embedded corpus's manifest (a :class:`CorpusEmbedder`)."""
+        from nosink.corpus.job import model_id
+
+        return {
+            "kind": EmbedderKind.SENTENCE_TRANSFORMERS.value,
+            "model": model_id(self.name),
+            "pooling": _st_pooling_mode(self.model),
+            "dtype": dtype_of(self.model),
+            "max_length": self.max_length,
+            "dimension": self.dim,
+        }
+
+    def embed_corpus_texts(self, texts: list[str], encode: Any, progress: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors [n, D] of a corpus chunk and which texts were truncated [n] (``nosink.corpus`` calls this)."""
+        if encode.max_tokens_per_batch is not None:
+            raise NosinkError("max_tokens_per_batch applies to nosink encoders; give a batch size instead")
+        prompt = encode.prompt if encode.instruction is None else None
+        vectors = self.encode(
+            texts,
+            instruction=encode.instruction,
+            prompt=prompt,
+            batch_size=encode.batch_size,
+            normalize=encode.normalize,
+            show_progress_bar=False,
+        )
+        progress(len(texts))
+        return vectors, self.truncated(texts, instruction=encode.instruction, prompt=prompt)
+
+    def truncated(
+        self, texts: Sequence[str], *, instruction: str | None = None, prompt: str | None = None
+    ) -> np.ndarray:
+        """Which texts [N] are longer than :attr:`max_length` tokens with their prompt (as the model tokenizes)."""
+        if instruction is not None:
+            prefix = instruction_prefix(instruction)
+        else:  # None: the default prompt applies, as in encode()
+            prefix = prompt if prompt is not None else self.prompts.get(self.model.default_prompt_name or "", "")
+        limit = self.max_length
+        if limit is None:
+            return np.zeros(len(texts), dtype=bool)
+        return _longer_than(self.model.tokenizer, [prefix + text for text in texts], limit)
 
     def describe(self) -> dict[str, Any]:
         """Kind, name, pooling, dtype, device, dim and max_length, for result records."""
@@ -370,6 +423,41 @@ class HFMeanPoolEmbedder:
                 bar.update(len(indices))
         return output
 
+    @property
+    def prompts(self) -> dict[str, str]:
+        """A plain encoder has no named prompts."""
+        return {}
+
+    def corpus_identity(self) -> dict[str, Any]:
+        """What decides this model's vectors, for an embedded corpus's manifest (a :class:`CorpusEmbedder`)."""
+        from nosink.corpus.job import model_id
+
+        return {
+            "kind": EmbedderKind.HF.value,
+            "model": model_id(self.name),
+            "pooling": self.pooling.value,
+            "dtype": dtype_of(self.model),
+            "max_length": self.max_length,
+            "dimension": self.dim,
+        }
+
+    def embed_corpus_texts(self, texts: list[str], encode: Any, progress: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors [n, D] of a corpus chunk and which texts were truncated [n] (``nosink.corpus`` calls this)."""
+        if encode.prompt:
+            raise NosinkError("an hf: encoder takes an instruction, not a raw prompt")
+        if encode.max_tokens_per_batch is not None:
+            raise NosinkError("max_tokens_per_batch applies to nosink encoders; give a batch size instead")
+        vectors = self.encode(
+            texts, instruction=encode.instruction, batch_size=encode.batch_size, normalize=encode.normalize
+        )
+        progress(len(texts))
+        return vectors, self.truncated(texts, instruction=encode.instruction)
+
+    def truncated(self, texts: Sequence[str], *, instruction: str | None = None) -> np.ndarray:
+        """Which texts [N] are longer than :attr:`max_length` tokens with their instruction."""
+        texts = with_instruction(list(texts), instruction)
+        return _longer_than(self.tokenizer, texts, self.max_length, split_special_tokens=True)  # as _embed tokenizes
+
     @torch.inference_mode()
     def _embed(self, texts: list[str]) -> torch.Tensor:
         encoded = self.tokenizer(
@@ -393,6 +481,12 @@ class HFMeanPoolEmbedder:
         return embedder_description(
             EmbedderKind.HF, self.name, None, self.pooling.value, dtype_of(self.model), self.device, self.dim
         ) | {"max_length": self.max_length}
+
+
+def _longer_than(tokenizer: Any, texts: list[str], limit: int, **options: Any) -> np.ndarray:
+    """Which texts [N] have more than ``limit`` tokens (cut at ``limit + 1``: enough to tell, and no long rows)."""
+    tokenized = tokenizer(texts, truncation=True, max_length=limit + 1, **options)
+    return np.array([len(ids) > limit for ids in tokenized["input_ids"]], dtype=bool)
 
 
 def _check_max_length(max_length: int) -> None:

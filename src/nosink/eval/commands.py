@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -29,6 +30,8 @@ from nosink.plan import Plan
 from nosink.pooling import Pooling
 
 STS_INSTRUCTION = "Retrieve semantically similar text."
+RETRIEVAL_QUERIES, RETRIEVAL_POOL, RETRIEVAL_DOCUMENT_TOKENS = 200, 600, 128  # eval.retrieval_tune's defaults
+RETRIEVAL_PROMPTS = ("default", "prompt=prompteol")  # echo doubles every document: add it with --prompts
 
 _EVAL_EXAMPLES = """\
 examples (D = ../shared/data):
@@ -39,7 +42,24 @@ examples (D = ../shared/data):
   nosink eval domain --model M --plan P --data D/emotion/train.txt
   nosink eval ner --model M --plan P --train D/wnut17/wnut17train.conll --test D/wnut17/emerging.test.annotated
   nosink eval sts --model st:sentence-transformers/all-MiniLM-L6-v2 --data sts-test.csv   # a baseline row
+  nosink eval retrieval --model M --plan P --data D/scifact                               # BEIR folder
+  nosink eval retrieval --model bm25 --data D/scifact
   nosink eval mteb --model M --plan P --tasks paper15                                     # needs the hub
+"""
+_RETRIEVAL_EXAMPLES = """\
+Scores retrieval on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) as MTEB does:
+nDCG@10 (the main score), MAP@100, MRR@10, Recall@10/100, all x100, with pytrec_eval. Queries get
+the paper's instruction for the dataset (nosink models) or the model's own query prompt;
+documents get the model's document prompt, else none. Document vectors are cached (resumable,
+reused when only the query side changes) in --cache-dir, keyed by model, plan, recipe, max length,
+prompt and the corpus's sha256. docs/retrieval.md has the results on SciFact.
+
+examples:
+  M=$(nosink models pull smollm2-135m-instruct)
+  nosink eval retrieval --model "$M" --plan mask0-bidir:k=8 --data scifact/ --torch-threads 2
+  nosink eval retrieval --model bm25 --data scifact/
+  nosink eval retrieval --model st:all-minilm-l6-v2 --data scifact/      # provisioned by nosink models
+  nosink eval retrieval --model "$M" --plan mask0-bidir:k=8 --data scifact/ --hybrid --fusion weighted
 """
 _SWEEP_EXAMPLES = """\
 Scores every k (and k0) of one or more configuration families on a validation split; the
@@ -98,6 +118,7 @@ def add_commands(commands: argparse._SubParsersAction, make: SubparserFactory) -
     _add_classification(tasks, make)
     _add_domain(tasks, make)
     _add_ner(tasks, make)
+    _add_retrieval(tasks, make)
     _add_mteb(tasks, make)
     sweep = make(
         commands, "sweep", summary="Choose k/k0 on a validation split.", epilog=_SWEEP_EXAMPLES, handler=run_sweep
@@ -129,12 +150,19 @@ def add_commands(commands: argparse._SubParsersAction, make: SubparserFactory) -
 
 
 def _model_options(
-    parser: argparse.ArgumentParser, *, baselines: bool = True, plan: str = "one", recipe: bool = True
+    parser: argparse.ArgumentParser,
+    *,
+    baselines: bool = True,
+    plan: str = "one",
+    recipe: bool = True,
+    model_help: str = "",
+    max_length_help: str = MAX_LENGTH_HELP,
 ) -> None:
     """--model and the encoder options. ``plan``: ``one`` --plan, ``many`` (repeatable), or ``none`` (sweep);
-    ``recipe``: whether --recipe is offered (tune searches recipes itself)."""
+    ``recipe``: whether --recipe is offered (tune searches recipes itself); ``model_help`` ends --model's help."""
     kinds = "; st:NAME for sentence-transformers, hf:NAME for a plain HF encoder" if baselines else ""
-    parser.add_argument("--model", required=True, metavar="M", help=f"{MODEL_HELP}{kinds}")
+    provisioned = "; NAME may be one of `nosink models list`" if baselines else ""
+    parser.add_argument("--model", required=True, metavar="M", help=f"{MODEL_HELP}{kinds}{provisioned}{model_help}")
     if plan == "many":
         parser.add_argument("--plan", action="append", metavar="P", help="a plan (repeatable; default: baseline)")
     elif plan == "one":
@@ -149,7 +177,7 @@ def _model_options(
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
     parser.add_argument("--device", metavar="D", help="cpu, cuda, cuda:1 … (default: cuda when available)")
     add_threads_option(parser)
-    parser.add_argument("--max-length", type=positive_int, metavar="N", help=MAX_LENGTH_HELP)
+    parser.add_argument("--max-length", type=positive_int, metavar="N", help=max_length_help)
     parser.add_argument("--batch-size", type=positive_int, metavar="N", help="texts per batch (default: 32)")
     parser.add_argument("--record", metavar="PATH", help="run record JSON (default: results/<task>-<time>.json)")
 
@@ -212,6 +240,33 @@ def _add_ner(tasks: argparse._SubParsersAction, make: SubparserFactory) -> None:
     _limit(parser)
 
 
+def _add_retrieval(tasks: argparse._SubParsersAction, make: SubparserFactory) -> None:
+    summary = "Retrieval on a BEIR folder: nDCG@10 and more (dense, BM25 or hybrid)."
+    parser = make(tasks, "retrieval", summary=summary, epilog=_RETRIEVAL_EXAMPLES, handler=run_eval_retrieval)
+    _model_options(
+        parser,
+        plan="many",
+        model_help="; bm25 for BM25 alone",
+        max_length_help="document tokens (queries are short): default 512, or the model's own limit",
+    )
+    beir = "BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv"
+    parser.add_argument("--data", required=True, metavar="FOLDER", help=beir)
+    parser.add_argument("--split", default="test", metavar="S", help="qrels/<S>.tsv to score (default: %(default)s)")
+    instruction_help = "the queries' instruction (default: the paper's for the dataset for nosink models)"
+    parser.add_argument("--instruction", metavar="T", help=instruction_help)
+    parser.add_argument("--no-instruction", action="store_true", help="no instruction or prompt for the queries")
+    parser.add_argument("--hybrid", action="store_true", help="fuse the dense ranking with BM25's")
+    parser.add_argument("--fusion", default="rrf", choices=("rrf", "weighted"), help="hybrid fusion (default: rrf)")
+    parser.add_argument("--weight", type=float, metavar="W", help="weighted fusion's dense weight in [0, 1]")
+    parser.add_argument("--rrf-k", type=positive_int, metavar="K", help="RRF's constant k")
+    tune_help = "split whose queries choose --weight or --rrf-k when not given (default: train when it exists)"
+    parser.add_argument("--tune-split", metavar="S", help=tune_help)
+    cache = "where document vectors are cached (default: $NOSINK_CACHE_DIR or ~/.cache/nosink/embeddings)"
+    parser.add_argument("--cache-dir", metavar="DIR", help=cache)
+    parser.add_argument("--no-cache", action="store_true", help="embed the documents in memory, cache nothing")
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="score only the first N judged queries")
+
+
 def _add_mteb(tasks: argparse._SubParsersAction, make: SubparserFactory) -> None:
     summary = "MTEB tasks (needs the Hugging Face hub for task data)."
     parser = make(tasks, "mteb", summary=summary, epilog="", handler=run_eval_mteb)
@@ -235,24 +290,40 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _validation_data(parser: argparse.ArgumentParser) -> None:
     """The validation task of ``sweep`` and ``tune`` (read by :func:`_sweep_task`)."""
-    parser.add_argument("--task", required=True, choices=("sts", "classification"))
-    parser.add_argument("--data", metavar="PATH", help="sts: validation pairs")
+    parser.add_argument("--task", required=True, choices=("sts", "classification", "retrieval"))
+    parser.add_argument("--data", metavar="PATH", help="sts: validation pairs; retrieval: a BEIR folder")
     parser.add_argument("--train", metavar="PATH", help="classification: training texts")
     parser.add_argument("--val", metavar="PATH", help="classification: validation texts")
+    selection = parser.add_argument_group("retrieval selection (docs/retrieval.md: what it costs, what it may miss)")
+    selection.add_argument("--split", default="train", metavar="S", help="qrels split that chooses (default: train)")
+    queries = f"its judged queries drawn, seed 0 (default: {RETRIEVAL_QUERIES})"
+    selection.add_argument("--queries", type=positive_int, default=RETRIEVAL_QUERIES, metavar="N", help=queries)
+    pool = f"documents scored: the relevant ones, then BM25's best for the queries (default: {RETRIEVAL_POOL})"
+    selection.add_argument("--pool", type=positive_int, default=RETRIEVAL_POOL, metavar="N", help=pool)
+    cut = f"documents cut at N tokens while choosing (default: {RETRIEVAL_DOCUMENT_TOKENS})"
+    selection.add_argument(
+        "--document-tokens", type=positive_int, default=RETRIEVAL_DOCUMENT_TOKENS, metavar="N", help=cut
+    )
 
 
 def _add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     _model_options(parser, baselines=False, plan="none", recipe=False)
     _validation_data(parser)
-    parser.add_argument("--test", metavar="PATH", help="sts: test pairs; classification: test texts (scored once)")
+    test = "sts: test pairs; classification: test texts; retrieval: a split of --data, e.g. test (scored once)"
+    parser.add_argument("--test", metavar="PATH", help=test)
     parser.add_argument("--test-limit", type=positive_int, metavar="N", help="use only the first N test items")
+    also = "another plan to score on the test split beside the baseline and the winner (repeatable)"
+    parser.add_argument("--test-plan", action="append", default=[], metavar="P", help=also)
+    cache = "retrieval: where test document vectors are cached (default: ~/.cache/nosink/embeddings)"
+    parser.add_argument("--cache-dir", metavar="DIR", help=cache)
     families = "single-pass plan families to search (repeatable; default: inplace-bidir, mask0-bidir, mask0&bidir)"
     parser.add_argument("--family", action="append", metavar="F", help=families)
     parser.add_argument("--ks", metavar="LIST", help="k values: 1-8 or 1,2,4 (default: about L/10, L/4, L/2, 3L/4, L)")
-    parser.add_argument("--k0s", default="1,2", metavar="LIST", help="k0 grid for &bidir families (default: 1,2)")
+    k0s = "k0 grid for &bidir families (default: 1,2; retrieval: 2)"
+    parser.add_argument("--k0s", metavar="LIST", help=k0s)
     prompts = (
-        "recipes without a layer, separated by ';' (default: default;prompt=prompteol;prompt=echo); "
-        "prompt=metaeol encodes each text in 8 long prompts (about 8 x 85 tokens): slow"
+        "recipes without a layer, separated by ';' (default: default;prompt=prompteol;prompt=echo, and for retrieval "
+        "default;prompt=prompteol); prompt=metaeol encodes each text in 8 long prompts (about 8 x 85 tokens): slow"
     )
     parser.add_argument("--prompts", metavar="LIST", help=prompts)
     layers = "layer=j values, e.g. --layers=-1,-4,-8 (with '=': a leading minus; default: every layer)"
@@ -344,6 +415,109 @@ def run_eval_ner(args: argparse.Namespace) -> int:
     return _report(args, result, embedder, [args.train, args.test], settings)
 
 
+def run_eval_retrieval(args: argparse.Namespace) -> int:
+    from nosink.eval.beir import load_beir
+    from nosink.eval.retrieval import LEXICAL_MODEL, HybridSpec, default_cache_dir, precompute_documents
+    from nosink.index.fusion import Fusion
+
+    _check_outputs(args)  # before any work: a bad output path fails now, not after the run
+    lexical = args.model == LEXICAL_MODEL and not Path(args.model).exists()
+    plans = [str(Plan.coerce(plan)) for plan in args.plan] if args.plan else [None]
+    _check_retrieval_flags(args, lexical, plans)
+    data = load_beir(args.data, args.split, limit_queries=args.limit)
+    hybrid = HybridSpec(Fusion.coerce(args.fusion), args.weight, args.rrf_k) if args.hybrid else None
+    tune = _fusion_split(args, data, hybrid)
+    cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
+    if lexical:
+        return _retrieval_record(args, None, data, hybrid, tune, cache_dir, args.record)
+    args.plan = plans[0]
+    first = _embedder(args)
+    embedders = [first] + [first.with_plan(plan) for plan in plans[1:]]
+    if len(embedders) > 1 and cache_dir is not None:  # one shared-prefix pass over the corpus for every plan
+        precompute_documents(embedders, data, batch_size=args.batch_size, cache_dir=cache_dir)
+    for embedder in embedders:
+        record = args.record if len(plans) == 1 else _plan_record_path(embedder)
+        _retrieval_record(args, embedder, data, hybrid, tune, cache_dir, record)
+    return 0
+
+
+def _plan_record_path(embedder: Any) -> Path:
+    from nosink.eval.results import default_record_path
+
+    return default_record_path("retrieval-" + re.sub(r"[^A-Za-z0-9._-]+", "_", str(embedder.plan)))
+
+
+def _retrieval_record(
+    args: argparse.Namespace,
+    embedder: Any,
+    data: Any,
+    hybrid: Any,
+    tune: Any,
+    cache_dir: Any,
+    record: str | Path | None,
+) -> int:
+    """Score one embedder (None: BM25), print its metrics and write its run record."""
+    from nosink.eval.retrieval import evaluate_retrieval, query_side
+    from nosink.index.lexical import Bm25Settings
+
+    say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    side = None
+    if embedder is not None:
+        side = query_side(embedder, data.folder, instruction=args.instruction, none=args.no_instruction)
+        say(f"{getattr(embedder, 'plan', '') or ''} queries: {side.describe()}".strip())
+    result = evaluate_retrieval(
+        embedder, data, side=side, hybrid=hybrid, tune=tune, batch_size=args.batch_size, cache_dir=cache_dir, say=say
+    )
+    settings = {"split": args.split, "limit": args.limit, **result.settings}
+    files = [str(path) for path in data.files] + ([str(tune.qrels_file)] if tune else [])
+    _print_json({"task": result.task, **result.metrics})
+    model = Bm25Settings() if embedder is None else embedder
+    args.record = record
+    _write(args, result.task, model, result.metrics, files, settings, result.timings, result.sizes)
+    return 0
+
+
+def _fusion_split(args: argparse.Namespace, data: Any, hybrid: Any) -> Any:
+    """The split whose queries choose the fusion parameter: --tune-split, else train when the folder has it."""
+    from nosink.eval.beir import load_beir, qrels_path
+    from nosink.index.fusion import Fusion
+
+    if hybrid is None or (args.weight if hybrid.fusion is Fusion.WEIGHTED else args.rrf_k) is not None:
+        return None
+    split = args.tune_split or ("train" if qrels_path(data.folder, "train").is_file() else None)
+    if split == args.split:
+        raise NosinkError(f"the fusion would be chosen on the split it scores ({split}); give another --tune-split")
+    return load_beir(args.data, split) if split else None
+
+
+def _check_retrieval_flags(args: argparse.Namespace, lexical: bool, plans: list[str | None]) -> None:
+    """Flag combinations that cannot mean anything, refused before any work."""
+    if len(plans) > 1 and args.record:
+        raise NosinkError("with several --plan, each writes its own record (results/retrieval-<plan>-<time>.json)")
+    if len(plans) > 1 and parse_spec_kind(args.model) != "nosink":
+        raise NosinkError("several --plan apply to nosink models only")
+    if args.instruction is not None and args.no_instruction:
+        raise NosinkError("--instruction and --no-instruction contradict each other; give one")
+    if args.cache_dir and args.no_cache:
+        raise NosinkError("--cache-dir and --no-cache contradict each other; give one")
+    if lexical:
+        flags = {"--plan": args.plan, "--recipe": args.recipe, "--hybrid": args.hybrid, "--pooling": args.pooling}
+        flags |= {"--max-length": args.max_length, "--dtype": None if args.dtype == "auto" else args.dtype}
+        extra = [flag for flag, value in (flags | {"--instruction": args.instruction}).items() if value]
+        if extra:
+            raise NosinkError(f"{', '.join(extra)} do not apply to --model bm25")
+    if not args.hybrid:
+        given = [flag for flag, value in (("--weight", args.weight), ("--rrf-k", args.rrf_k)) if value is not None]
+        if given or args.fusion != "rrf" or args.tune_split:
+            raise NosinkError("--fusion, --weight, --rrf-k and --tune-split apply with --hybrid")
+    if args.weight is not None and not 0.0 <= args.weight <= 1.0:
+        raise NosinkError(f"--weight is the dense weight, in [0, 1]; got {args.weight}")
+    if args.weight is not None and args.fusion != "weighted":
+        raise NosinkError("--weight applies to --fusion weighted")
+    if args.rrf_k is not None and args.fusion != "rrf":
+        raise NosinkError("--rrf-k applies to --fusion rrf")
+
+
 def run_eval_mteb(args: argparse.Namespace) -> int:
     from nosink.eval.mteb_run import check_hub_reachable, run_mteb
 
@@ -392,17 +566,33 @@ def run_tune(args: argparse.Namespace) -> int:
     families = tuple(args.family or DEFAULT_FAMILIES)
     for family in families:
         check_family(family)
-    prompts = tuple(p.strip() for p in args.prompts.split(";") if p.strip()) if args.prompts else DEFAULT_PROMPTS
+    retrieval = args.task == "retrieval"
+    default_prompts = RETRIEVAL_PROMPTS if retrieval else DEFAULT_PROMPTS
+    prompts = tuple(p.strip() for p in args.prompts.split(";") if p.strip()) if args.prompts else default_prompts
     layers = _int_list(args.layers, "--layers", signed=True)
-    ks, k0s = _int_list(args.ks, "--ks"), _int_list(args.k0s, "--k0s")
+    ks = _int_list(args.ks, "--ks")
+    k0s = _int_list(args.k0s or ("2" if retrieval else "1,2"), "--k0s")
     space = TuneSpace(families, tuple(ks) if ks else None, tuple(k0s or ()), prompts, tuple(layers) if layers else None)
+    test_plans = tuple(str(Plan.coerce(plan)) for plan in args.test_plan)
+    if (test_plans or args.cache_dir) and not args.test:
+        raise NosinkError("--test-plan and --cache-dir apply with --test")
     task, files = _sweep_task(args)
     test = _test_task(args, task) if args.test else None
     encoder = _encoder(args, plan="baseline")
     budget = None if args.budget_min is None else 60 * args.budget_min
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    if retrieval:
+        say(f"retrieval selection: {task.sizes} (documents cut at {task.document_tokens} tokens)")
     result = tune(
-        encoder, task, space=space, out=args.out, budget_s=budget, test=test, batch_size=args.batch_size, say=say
+        encoder,
+        task,
+        space=space,
+        out=args.out,
+        budget_s=budget,
+        test=test,
+        test_plans=test_plans,
+        batch_size=args.batch_size,
+        say=say,
     )
     winner = {"plan": result.winner.plan, "recipe": result.winner.recipe, "validation": result.winner.score}
     print(json.dumps({**winner, "test": result.test}, indent=2))
@@ -412,8 +602,8 @@ def run_tune(args: argparse.Namespace) -> int:
         f"tune-{task.name}",
         encoder,
         metrics,
-        files + ([args.test] if args.test else []),
-        asdict(space),
+        files + ([str(path) for path in test.data.files] if retrieval and test else [args.test] if args.test else []),
+        asdict(space) | ({"selection": task.sizes, "document_tokens": task.document_tokens} if retrieval else {}),
         result.seconds,
     )
     return 0
@@ -424,6 +614,15 @@ def _test_task(args: argparse.Namespace, task: Any) -> Any:
     from nosink.eval.data import load_labeled, load_pairs
     from nosink.eval.sweep import ClassificationSweepTask, StsSweepTask
 
+    if args.task == "retrieval":
+        from nosink.eval.beir import load_beir
+        from nosink.eval.retrieval import default_cache_dir
+        from nosink.eval.retrieval_tune import RetrievalTest
+
+        if args.test == args.split:
+            raise NosinkError(f"--test {args.test} is the split that chooses (--split); test on another one")
+        data = load_beir(args.data, args.test, limit_queries=args.test_limit)
+        return RetrievalTest(data, task.instruction, args.cache_dir or default_cache_dir())
     if args.task == "sts":
         data = load_pairs(args.test, limit=args.test_limit)
         return StsSweepTask(data.texts_a, data.texts_b, data.scores, instruction=task.instruction, name="sts-test")
@@ -525,6 +724,18 @@ def _sweep_task(args: argparse.Namespace) -> tuple[Any, list[str]]:
     from nosink.eval.data import load_labeled, load_pairs
     from nosink.eval.sweep import ClassificationSweepTask, StsSweepTask
 
+    if args.task == "retrieval":
+        from nosink.eval.beir import load_beir
+        from nosink.eval.retrieval_tune import selection_task
+
+        if not args.data:
+            raise NosinkError("--task retrieval needs --data (a BEIR folder)")
+        if args.limit is not None:
+            raise NosinkError("--task retrieval takes --queries and --pool, not --limit")
+        data = load_beir(args.data, args.split)
+        sizes = {"queries": args.queries, "pool": args.pool, "document_tokens": args.document_tokens}
+        task = selection_task(data, instruction=args.instruction, **sizes)
+        return task, [str(path) for path in data.files]
     if args.task == "sts":
         if not args.data:
             raise NosinkError("--task sts needs --data (validation pairs)")
@@ -536,6 +747,13 @@ def _sweep_task(args: argparse.Namespace) -> tuple[Any, list[str]]:
     train, val = (load_labeled(path, limit=args.limit) for path in (args.train, args.val))
     task = ClassificationSweepTask(train.texts, train.labels, val.texts, val.labels, instruction=args.instruction)
     return task, [args.train, args.val]
+
+
+def parse_spec_kind(model: str) -> str:
+    """``nosink``, ``st`` or ``hf``: the kind of model a --model value names."""
+    from nosink.eval.embedders import parse_spec
+
+    return parse_spec(model)[0].value
 
 
 def _int_list(text: str | None, option: str, *, signed: bool = False) -> list[int] | None:

@@ -62,7 +62,8 @@ def load_embedder(
     Args:
         spec: ``nosink:PATH_OR_NAME`` or a bare name (a decoder converted by nosink),
             ``st:PATH_OR_NAME`` (a sentence-transformers model) or ``hf:PATH_OR_NAME``
-            (a plain transformers encoder with mean or CLS pooling).
+            (a plain transformers encoder with mean or CLS pooling). NAME may be a model that
+            ``nosink models`` provisions (e.g. ``st:all-minilm-l6-v2``): its cached folder is used.
         plan: The nosink plan (nosink models only); default ``baseline``.
         pooling: nosink: ``mean`` (default), ``weighted_mean``, ``last``, ``first``; hf: ``mean``
             (default) or ``cls``; st: not allowed (the model's own Pooling module decides).
@@ -76,6 +77,7 @@ def load_embedder(
         An object with ``encode(texts, *, instruction=None, batch_size=None, normalize=False, ...)``.
     """
     kind, name = parse_spec(spec)
+    name = _provisioned(kind, name)
     if kind is EmbedderKind.NOSINK:
         return Encoder.from_pretrained(
             name,
@@ -103,6 +105,20 @@ def load_embedder(
         dtype=dtype,
         max_length=max_length if max_length is not None else DEFAULT_MAX_LENGTH,
     )
+
+
+def _provisioned(kind: EmbedderKind, name: str) -> str:
+    """A provisioned model's name (``nosink models``) as its cached folder, provisioned now if need be."""
+    from nosink.provision import REAL_MODELS, ModelKind, provisioned_folder
+
+    model = REAL_MODELS.get(name)
+    if model is not None and not Path(name).exists():
+        if kind is EmbedderKind.NOSINK and model.kind is ModelKind.EMBEDDER:
+            raise NosinkError(
+                f"{name} is a trained sentence-transformers embedder, not a decoder to convert; use st:{name}"
+            )
+        return str(provisioned_folder(name))
+    return name
 
 
 def describe_embedder(embedder: Embedder) -> dict[str, Any]:

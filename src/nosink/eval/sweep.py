@@ -22,11 +22,11 @@ from nosink.encoder import Encoder
 from nosink.errors import NosinkError
 from nosink.eval.conll import TaggedSentences
 from nosink.eval.ner import TokenFeatures, cross_validated_f1, token_features
-from nosink.inputs import Batch, check_texts
+from nosink.inputs import Batch
 from nosink.plan import Plan
-from nosink.pooling import pool
+from nosink.readouts import readout_features
 from nosink.recipe import Recipe
-from nosink.runner import run_readouts, run_schedules
+from nosink.runner import run_schedules
 
 SWEEP_FAMILIES = (
     "inplace-bidir",
@@ -52,6 +52,16 @@ _FAMILY_RE = re.compile(
 )
 
 
+@dataclass(frozen=True)
+class Segment:
+    """Texts of a task that are encoded alike: one instruction (or raw prompt) and one token limit."""
+
+    texts: list[str]
+    instruction: str | None = None
+    prompt: str | None = None  # a raw prefix instead of an instruction; "" for none
+    max_length: int | None = None  # None: the encoder's own
+
+
 class SweepTask(Protocol):
     """A task scored from features: which texts to embed, and a score for their features."""
 
@@ -60,7 +70,11 @@ class SweepTask(Protocol):
     instruction: str | None
 
     def texts(self) -> list[str]:
-        """Every text to embed, in the order ``score`` expects their features."""
+        """Every text to embed, in the order ``score`` expects their features.
+
+        A task whose texts are encoded in parts (retrieval: queries with an instruction, documents without)
+        also has ``segments() -> list[Segment]``; without it, every text gets ``instruction``.
+        """
         ...
 
     def score(self, features: np.ndarray) -> dict[str, float]:
@@ -250,7 +264,6 @@ def sweep_features(
     return [per_plan[0] for per_plan in sweep_readouts(encoder, texts, plans, [encoder.recipe], **options)]
 
 
-@torch.inference_mode()
 def sweep_readouts(
     encoder: Encoder,
     texts: Sequence[str],
@@ -265,33 +278,10 @@ def sweep_readouts(
 
     ``result[p][r]`` equals ``encoder.with_plan(plans[p]).with_recipe(recipes[r]).encode(texts)``. The
     recipes may differ in their layers and norm only (one tokenization, one pooling): reading every
-    layer costs no more layer calls than reading the deepest one.
+    layer costs no more layer calls than reading the deepest one (:func:`nosink.readouts.readout_features`).
     """
-    texts = check_texts(texts)
-    readouts = [Recipe.coerce(recipe) for recipe in recipes]
-    if not readouts:
-        raise NosinkError("sweep_readouts needs at least one recipe")
-    if len({(r.prompt, r.pool) for r in readouts}) > 1:
-        raise NosinkError("the recipes of one read-out sweep must share their prompt and pool; sweep them apart")
-    first = encoder.with_recipe(readouts[0])  # its tokenization and pooling hold for every recipe
-    schedules = [plan.resolve(encoder.num_layers) for plan in plans]
-    instruction, prompt = first.resolve_prompt(instruction)  # as encode() does: the default prompt, if any
-    rows = first.tokenize(texts, instruction=instruction, prompt=prompt)  # K rows per text with K templates
-    features = [[np.zeros((len(rows), encoder.dim), dtype=np.float32) for _ in readouts] for _ in plans]
-
-    def run(batch: Batch) -> list[list[torch.Tensor]]:
-        def pooled(states: torch.Tensor) -> torch.Tensor:  # [B, T, D] -> [B, D]; every pooling is linear
-            return pool(states, batch.attention_mask, batch.text_mask, first.pooling, batch.prompt_mask)
-
-        ids, mask = batch.input_ids, batch.attention_mask
-        return run_readouts(encoder.base, encoder.family, schedules, ids, mask, readouts, reduce=pooled)
-
-    progress = {"show_progress_bar": show_progress_bar, "description": f"sweep ({len(plans)} plans x {len(readouts)})"}
-    for batch, states in first.run_batches(rows, batch_size=batch_size, run=run, **progress):
-        for per_plan, plan_states in zip(features, states, strict=True):
-            for output, pooled in zip(per_plan, plan_states, strict=True):
-                output[batch.indices] = pooled.cpu().numpy()  # [B, D]
-    return [[first.average_prompts(output) for output in per_plan] for per_plan in features]  # [N, D] each
+    options = {"instruction": instruction, "batch_size": batch_size, "show_progress_bar": show_progress_bar}
+    return readout_features(encoder, texts, plans, recipes, **options)[0]
 
 
 @torch.inference_mode()
@@ -325,6 +315,33 @@ def sweep_token_features(
     return [token_features(encodings, words) for encodings in per_plan]
 
 
+def task_segments(task: SweepTask) -> list[Segment]:
+    """The task's segments; one segment of every text with the task's instruction when it defines none."""
+    segments = getattr(task, "segments", None)
+    return segments() if callable(segments) else [Segment(task.texts(), task.instruction)]
+
+
+def segment_readouts(
+    encoder: Encoder,
+    task: SweepTask,
+    plans: Sequence[Plan],
+    recipes: Sequence[Recipe | str],
+    *,
+    batch_size: int | None = None,
+    show_progress_bar: bool | None = None,
+) -> list[list[np.ndarray]]:
+    """:func:`sweep_readouts` of every segment of ``task`` (its own instruction, prompt and token limit), joined in
+    order: ``result[p][r]`` holds the features [N, D] of ``task.texts()``."""
+    parts = []
+    for segment in task_segments(task):
+        cut = encoder if segment.max_length is None else encoder.with_max_length(segment.max_length)
+        options = {"instruction": segment.instruction, "prompt": segment.prompt, "batch_size": batch_size}
+        parts.append(
+            readout_features(cut, segment.texts, plans, recipes, show_progress_bar=show_progress_bar, **options)[0]
+        )
+    return [[np.concatenate([part[p][r] for part in parts]) for r in range(len(recipes))] for p in range(len(plans))]
+
+
 def task_features(
     encoder: Encoder,
     task: SweepTask | TokenSweepTask,
@@ -337,7 +354,10 @@ def task_features(
     options = {"instruction": task.instruction, "batch_size": batch_size, "show_progress_bar": show_progress_bar}
     if isinstance(task, TokenSweepTask):
         return sweep_token_features(encoder, task.words(), plans, **options)
-    return sweep_features(encoder, task.texts(), plans, **options)
+    readouts = segment_readouts(
+        encoder, task, plans, [encoder.recipe], batch_size=batch_size, show_progress_bar=show_progress_bar
+    )
+    return [per_plan[0] for per_plan in readouts]
 
 
 def run_sweep(

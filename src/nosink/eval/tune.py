@@ -20,18 +20,27 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from nosink.encoder import Encoder
 from nosink.errors import NosinkError
 from nosink.eval.results import model_name
-from nosink.eval.sweep import SweepTask, family_plans, sweep_readouts
+from nosink.eval.sweep import SweepTask, family_plans, segment_readouts
 from nosink.outputs import write_text_atomic
 from nosink.plan import Plan
 from nosink.recipe import Recipe
 
 DEFAULT_FAMILIES = ("inplace-bidir", "mask0-bidir", "mask0&bidir")
 DEFAULT_PROMPTS = ("default", "prompt=prompteol", "prompt=echo")
+
+
+@runtime_checkable
+class EncoderScoredTask(Protocol):
+    """A test task that scores whole encoders itself (retrieval: documents cached, plans sharing a pass)."""
+
+    name: str
+
+    def score_encoders(self, encoders: dict[str, Encoder], *, batch_size: int | None) -> dict[str, dict]: ...
 
 
 @dataclass(frozen=True)
@@ -106,7 +115,8 @@ def tune(
     space: TuneSpace | None = None,
     out: str | Path,
     budget_s: float | None = None,
-    test: SweepTask | None = None,
+    test: SweepTask | EncoderScoredTask | None = None,
+    test_plans: tuple[str, ...] = (),
     batch_size: int | None = None,
     say: Callable[[str], None] = print,
 ) -> TuneResult:
@@ -119,6 +129,7 @@ def tune(
         out: Folder for the results; an earlier run's rows with the same settings are reused.
         budget_s: Start no new prompt after this many seconds (None: no limit); the first always runs.
         test: Test task, scored once for the baseline and the winner.
+        test_plans: More plans (default recipe) scored on the test task beside them, e.g. a recommended one.
         batch_size: Texts per forward pass.
         say: Where progress lines go.
     """
@@ -151,7 +162,7 @@ def tune(
     result = TuneResult(task.name, task.main_metric, rows, winner, skipped_prompts=skipped, seconds=seconds)
     if test is not None:
         began = time.perf_counter()
-        result.test = _score_test(encoder, test, winner, batch_size)
+        result.test = _score_test(encoder, test, winner, batch_size, test_plans)
         seconds["test"] = time.perf_counter() - began
     _write_outputs(out, result, encoder)
     return result
@@ -161,9 +172,7 @@ def _score_prompt(
     encoder: Encoder, task: SweepTask, plans: list[Plan], prompt: str, space: TuneSpace, batch_size: int | None
 ) -> list[TuneRow]:
     recipes = space.recipes(prompt, encoder.num_layers)
-    features = sweep_readouts(
-        encoder, task.texts(), plans, recipes, instruction=task.instruction, batch_size=batch_size
-    )
+    features = segment_readouts(encoder, task, plans, recipes, batch_size=batch_size)
     rows = []
     for plan, per_recipe in zip(plans, features, strict=True):
         for recipe, feature in zip(recipes, per_recipe, strict=True):
@@ -174,12 +183,21 @@ def _score_prompt(
     return rows
 
 
-def _score_test(encoder: Encoder, test: SweepTask, winner: TuneRow, batch_size: int | None) -> dict[str, dict]:
+def _score_test(
+    encoder: Encoder,
+    test: SweepTask | EncoderScoredTask,
+    winner: TuneRow,
+    batch_size: int | None,
+    extra_plans: tuple[str, ...] = (),
+) -> dict[str, dict]:
     cases = {"baseline": (Plan(), "default"), "winner": (Plan.parse(winner.plan), winner.recipe)}
+    cases |= {plan: (Plan.parse(plan), "default") for plan in extra_plans}
+    if isinstance(test, EncoderScoredTask):
+        encoders = {name: encoder.with_plan(plan, recipe=recipe) for name, (plan, recipe) in cases.items()}
+        return test.score_encoders(encoders, batch_size=batch_size)
     scored = {}
     for name, (plan, recipe) in cases.items():
-        texts, instruction = test.texts(), test.instruction
-        features = sweep_readouts(encoder, texts, [plan], [recipe], instruction=instruction, batch_size=batch_size)
+        features = segment_readouts(encoder, test, [plan], [recipe], batch_size=batch_size)
         scored[name] = test.score(features[0][0])
     return scored
 
