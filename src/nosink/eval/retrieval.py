@@ -37,12 +37,6 @@ MRR_DEPTH = 10
 DOCUMENT_SHARD_SIZE = 256  # documents per cache shard: what a kill can lose
 CACHE_VARIABLE = "NOSINK_CACHE_DIR"
 LEXICAL_MODEL = "bm25"
-# The paper's retrieval instructions (SPEC §6, Table 3), by BEIR folder name; others get the generic one.
-PAPER_INSTRUCTIONS = {
-    "arguana": "Given a claim, find documents that refute the claim.",
-    "nfcorpus": "Given a question, retrieve relevant documents that best answer the question.",
-    "scifact": "Given a scientific claim, retrieve documents that support or refute the claim.",
-}
 GENERIC_INSTRUCTION = "Given a query, retrieve relevant documents that answer the query."
 WEIGHT_GRID = tuple(round(0.05 * i, 2) for i in range(21))  # dense weights tried for weighted fusion
 RRF_K_GRID = (1, 5, 10, 20, 40, 60, 80, 100)  # RRF constants tried
@@ -148,8 +142,12 @@ class QuerySide:
 
 
 def paper_instruction(folder: str | Path) -> str:
-    """The paper's instruction for a BEIR folder named like a task of SPEC Table 3, else a generic one."""
-    return PAPER_INSTRUCTIONS.get(Path(folder).resolve().name.lower(), GENERIC_INSTRUCTION)
+    """The paper's instruction for a BEIR folder named like an MTEB task of SPEC Table 3 (``scifact`` is SciFact,
+    case aside), else a generic retrieval instruction."""
+    from nosink.eval.mteb_adapter import PAPER_INSTRUCTIONS
+
+    by_name = {task.lower(): instruction for task, instruction in PAPER_INSTRUCTIONS.items()}
+    return by_name.get(Path(folder).resolve().name.lower(), GENERIC_INSTRUCTION)
 
 
 def query_side(embedder: Any, folder: str | Path, *, instruction: str | None = None, none: bool = False) -> QuerySide:
@@ -338,6 +336,13 @@ class HybridSpec:
     fusion: Fusion = Fusion.RRF
     weight: float | None = None  # weighted fusion's dense weight
     k: int | None = None  # RRF's constant
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fusion", Fusion.coerce(self.fusion))
+        if self.weight is not None and not 0.0 <= self.weight <= 1.0:
+            raise NosinkError(f"the dense weight must be in [0, 1], got {self.weight}")
+        if self.k is not None and self.k < 1:
+            raise NosinkError(f"the RRF constant k must be >= 1, got {self.k}")
 
 
 @dataclass

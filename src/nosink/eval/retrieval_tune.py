@@ -8,7 +8,8 @@ small, hard version of the task instead, built from another split (``train`` for
 - a document pool: every document judged relevant to them, then BM25's best documents for them, taken rank by
   rank across the queries (every query's first hit, then every second hit …) until the pool holds ``pool``
   documents. These are the documents that compete with the relevant ones for the top 10;
-- documents cut at ``document_tokens`` tokens (queries are short and stay whole).
+- documents cut after their first ``document_tokens`` tokens, before any prompt template goes around them
+  (queries are short and stay whole).
 
 nDCG@10 on the pool is the selection score. One shared-prefix pass per prompt gives every plan at every layer
 (``nosink tune``). What it may miss: a candidate that ranks the pool's lexically similar documents well but lets
@@ -68,7 +69,7 @@ class RetrievalSweepTask:
         """Queries with the instruction; documents with none (not a default prompt), cut at ``document_tokens``."""
         return [
             Segment(self.query_texts, self.instruction),
-            Segment(self.doc_texts, None, "", self.document_tokens),
+            Segment(self.doc_texts, None, "", text_tokens=self.document_tokens),
         ]
 
     def score(self, features: np.ndarray) -> dict[str, float]:

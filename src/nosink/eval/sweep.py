@@ -54,12 +54,12 @@ _FAMILY_RE = re.compile(
 
 @dataclass(frozen=True)
 class Segment:
-    """Texts of a task that are encoded alike: one instruction (or raw prompt) and one token limit."""
+    """Texts of a task that are encoded alike: one instruction (or raw prompt), optionally cut to N tokens."""
 
     texts: list[str]
     instruction: str | None = None
     prompt: str | None = None  # a raw prefix instead of an instruction; "" for none
-    max_length: int | None = None  # None: the encoder's own
+    text_tokens: int | None = None  # cut each text to its first N tokens first (any template then goes around it)
 
 
 class SweepTask(Protocol):
@@ -321,6 +321,18 @@ def task_segments(task: SweepTask) -> list[Segment]:
     return segments() if callable(segments) else [Segment(task.texts(), task.instruction)]
 
 
+def cut_texts(encoder: Encoder, texts: Sequence[str], tokens: int) -> list[str]:
+    """Each text cut after its first ``tokens`` tokens (by the encoder's tokenizer, no special tokens): the
+    longest prefix of the text those tokens cover. Needs a fast tokenizer (character offsets)."""
+    if not getattr(encoder.tokenizer, "is_fast", False):
+        raise NosinkError("cutting texts by tokens needs a fast tokenizer (character offsets)")
+    encoded = encoder.tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+    return [
+        text if len(offsets) <= tokens else text[: offsets[tokens - 1][1]]
+        for text, offsets in zip(texts, encoded["offset_mapping"], strict=True)
+    ]
+
+
 def segment_readouts(
     encoder: Encoder,
     task: SweepTask,
@@ -330,15 +342,14 @@ def segment_readouts(
     batch_size: int | None = None,
     show_progress_bar: bool | None = None,
 ) -> list[list[np.ndarray]]:
-    """:func:`sweep_readouts` of every segment of ``task`` (its own instruction, prompt and token limit), joined in
-    order: ``result[p][r]`` holds the features [N, D] of ``task.texts()``."""
+    """:func:`sweep_readouts` of every segment of ``task`` (its own instruction or prompt, its texts cut if it says
+    so), joined in order: ``result[p][r]`` holds the features [N, D] of ``task.texts()``."""
     parts = []
     for segment in task_segments(task):
-        cut = encoder if segment.max_length is None else encoder.with_max_length(segment.max_length)
+        texts = segment.texts if segment.text_tokens is None else cut_texts(encoder, segment.texts, segment.text_tokens)
         options = {"instruction": segment.instruction, "prompt": segment.prompt, "batch_size": batch_size}
-        parts.append(
-            readout_features(cut, segment.texts, plans, recipes, show_progress_bar=show_progress_bar, **options)[0]
-        )
+        options |= {"show_progress_bar": show_progress_bar}
+        parts.append(readout_features(encoder, texts, plans, recipes, **options)[0])
     return [[np.concatenate([part[p][r] for part in parts]) for r in range(len(recipes))] for p in range(len(plans))]
 
 
