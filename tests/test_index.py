@@ -125,7 +125,7 @@ def test_reload_gives_the_same_hits_and_leaves_no_temporary_files(random_corpus)
     loaded = VectorIndex.load(out)
     queries = vectors[:5] + 1.0
     assert loaded.search(queries, k=7) == built.search(queries, k=7)
-    assert sorted(p.name for p in index_dir(out).iterdir()) == ["index.faiss", "index.json"]
+    assert sorted(p.name for p in index_dir(out).iterdir()) == ["bm25", "index.faiss", "index.json"]  # texts: BM25
     meta = json.loads((index_dir(out) / "index.json").read_text())
     assert (meta["kind"], meta["count"], meta["dimension"], meta["metric"]) == ("flat", 1000, 24, "cosine")
 

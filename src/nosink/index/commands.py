@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from nosink.cli_args import SubparserFactory, add_threads_option, check_model_path, positive_int
 from nosink.devices import DTYPE_CHOICES
@@ -17,26 +18,36 @@ DEFAULT_TEXT_WIDTH = 80
 
 _INDEX_EXAMPLES = """\
 examples:
-  nosink index build corpus/                      # exact cosine search (faiss IndexFlatIP)
+  nosink index build corpus/                      # exact cosine search (faiss IndexFlatIP), + BM25 of stored texts
   nosink index build corpus/ --kind hnsw          # approximate (HNSW graph), for large corpora
 """
 _BUILD_EXAMPLES = """\
 Reads the shards of a finished `nosink embed` output folder one at a time and writes
 OUT_DIR/index/index.faiss and index.json. Vectors are L2-normalised, so scores are cosines.
-The index is refused at search time if the corpus is embedded again later: rebuild it then.
+When the corpus stores its texts (`nosink embed --store-text`), a BM25 index of them is written
+too (OUT_DIR/index/bm25/), for `nosink search --lexical` and `--hybrid`. The index is refused at
+search time if the corpus is embedded again later: rebuild it then.
 
 examples:
   nosink index build corpus/
   nosink index build corpus/ --kind hnsw --hnsw-m 32 --ef-construction 200 --ef-search 128
+  nosink index build corpus/ --no-lexical         # vectors only
 """
 _SEARCH_EXAMPLES = """\
 Embeds QUERY with the encoder named in the corpus's manifest (same plan, pooling and dtype)
 and prints the k nearest records: rank, cosine score, id and, when the corpus stored them, text.
 
+--hybrid fuses the dense hits with BM25's (reciprocal-rank fusion, or --fusion weighted with
+--weight, the dense share); --lexical searches BM25 alone, without loading the model. Both need
+the BM25 index that `nosink index build` writes for a corpus with stored texts.
+
 examples:
   nosink search corpus/ "how do I reset my card PIN?" -k 5
   nosink search corpus/ "card arrival" --instruction "Given an online banking query, find the corresponding intents."
   nosink search corpus/ "card arrival" --json | jq .id
+  nosink search corpus/ "card arrival" --hybrid                          # RRF, k = 60
+  nosink search corpus/ "card arrival" --hybrid --fusion weighted --weight 0.7
+  nosink search corpus/ "card arrival" --lexical                         # BM25 alone
 """
 
 
@@ -98,6 +109,8 @@ def _add_build_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="HNSW search effort stored as the default (default: %(default)s)",
     )
+    lexical = "also index the stored texts with BM25 (default: when the corpus stores them)"
+    parser.add_argument("--lexical", action=argparse.BooleanOptionalAction, default=None, help=lexical)
 
 
 def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,6 +127,13 @@ def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
         help="text column width (default: %(default)s)",
     )
     parser.add_argument("--ef-search", type=positive_int, metavar="N", help="HNSW search effort (default: the build's)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--hybrid", action="store_true", help="fuse dense hits with BM25's")
+    mode.add_argument("--lexical", action="store_true", help="BM25 alone (no model is loaded)")
+    parser.add_argument("--fusion", choices=("rrf", "weighted"), help="hybrid fusion (default: rrf)")
+    parser.add_argument("--weight", type=float, metavar="W", help="weighted fusion's dense weight (default: 0.5)")
+    parser.add_argument("--rrf-k", type=positive_int, metavar="K", help="RRF's constant (default: 60)")
+    parser.add_argument("--depth", type=positive_int, metavar="N", help="hits per ranking fused (default: 100)")
     parser.add_argument("--model", metavar="M", help="load this model instead of the manifest's (same weights moved)")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, help="model dtype (default: the corpus's)")
     parser.add_argument("--device", metavar="D", help="e.g. cpu, cuda, cuda:1 (default: cuda when available)")
@@ -133,6 +153,7 @@ def run_index_build(args: argparse.Namespace) -> int:
         hnsw_m=args.hnsw_m,
         ef_construction=args.ef_construction,
         ef_search=args.ef_search,
+        lexical=args.lexical,
     )
     how = "exact cosine" if index.kind is IndexKind.FLAT else f"approximate cosine, HNSW M={args.hnsw_m}"
     print(
@@ -140,17 +161,33 @@ def run_index_build(args: argparse.Namespace) -> int:
         f"({index.kind.value}: {how}, {index.meta['build_seconds']:.1f} s)",
         file=sys.stderr,
     )
+    if index.lexical is not None:
+        print(f"and their {index.lexical.count} texts with BM25 (for --lexical and --hybrid search)", file=sys.stderr)
+    elif args.lexical is None:
+        print("no BM25 index: the corpus stores no texts (embed with --store-text for hybrid search)", file=sys.stderr)
     return 0
 
 
 def run_search(args: argparse.Namespace) -> int:
-    """``nosink search``: embed one query and print its nearest records."""
+    """``nosink search``: embed one query and print its nearest records (or BM25's, or both fused)."""
     from nosink.errors import NosinkError
-    from nosink.index.index import Retriever, VectorIndex
+    from nosink.index.index import Retriever, VectorIndex, encoder_settings
 
     if not args.query.strip():
         raise NosinkError("QUERY is empty")
+    hybrid = _hybrid(args)
     index = VectorIndex.load(args.out_dir)  # cheap checks (missing, stale) before loading a model
+    if args.lexical:
+        dense_only = {"--instruction": args.instruction, "--model": args.model, "--ef-search": args.ef_search}
+        dense_only |= {"--dtype": args.dtype, "--device": args.device}
+        given = [flag for flag, value in dense_only.items() if value is not None]
+        if given:
+            verb = "does" if len(given) == 1 else "do"
+            raise NosinkError(f"{' and '.join(given)} {verb} not apply to --lexical (BM25 loads no model)")
+        (hits,) = index.search_lexical([args.query], k=args.k)
+        return _print_hits(args, index, hits)
+    if hybrid is not None:
+        index.require_lexical()  # before the model loads
     settings = index.manifest.get("encoder") or {}
     model = args.model or settings.get("model")
     if not model:
@@ -158,13 +195,37 @@ def run_search(args: argparse.Namespace) -> int:
     check_model_path(model, hint="" if args.model else "; pass --model with its new place")
     from nosink.encoder import Encoder
 
-    loading = {name: settings[name] for name in ("plan", "pooling", "dtype", "max_length") if name in settings}
+    loading = encoder_settings(index.manifest)
     if args.dtype:
         loading["dtype"] = args.dtype
     encoder = Encoder.from_pretrained(model, device=args.device, **loading)
-    hits = Retriever(encoder, index).search(
-        args.query, k=args.k, instruction=args.instruction, ef_search=args.ef_search
-    )
+    retriever = Retriever(encoder, index, hybrid=hybrid)
+    hits = retriever.search(args.query, k=args.k, instruction=args.instruction, ef_search=args.ef_search)
+    return _print_hits(args, index, hits)
+
+
+def _hybrid(args: argparse.Namespace) -> Any:
+    """The hybrid settings that --hybrid and its options ask for; NosinkError for options without --hybrid."""
+    from nosink.errors import NosinkError
+    from nosink.index.fusion import HybridSearch
+
+    given = {"--fusion": args.fusion, "--weight": args.weight, "--rrf-k": args.rrf_k, "--depth": args.depth}
+    given = {flag: value for flag, value in given.items() if value is not None}
+    if not args.hybrid:
+        if given:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise NosinkError(f"{' and '.join(given)} {verb} with --hybrid")
+        return None
+    fusion = args.fusion or "rrf"
+    if args.weight is not None and fusion != "weighted":
+        raise NosinkError("--weight applies to --fusion weighted")
+    if args.rrf_k is not None and fusion != "rrf":
+        raise NosinkError("--rrf-k applies to --fusion rrf")
+    options = {"weight": args.weight, "k": args.rrf_k, "depth": args.depth}
+    return HybridSearch(fusion, **{name: value for name, value in options.items() if value is not None})
+
+
+def _print_hits(args: argparse.Namespace, index: Any, hits: list[Any]) -> int:
     if args.json:
         for rank, hit in enumerate(hits, 1):
             record = {"rank": rank, "score": hit.score, "id": hit.id, "position": hit.position, "text": hit.text}

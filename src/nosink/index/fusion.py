@@ -16,12 +16,14 @@ which a one-query ``nosink search`` would pay each time.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-from nosink.errors import Choice, NosinkError
+from nosink.errors import Choice, NosinkError, check_positive
 
 Run = dict[str, dict[str, float]]  # query id -> document id -> score
 DEFAULT_RRF_K = 60
 DEFAULT_WEIGHT = 0.5
+DEFAULT_DEPTH = 100  # candidates each ranking gives a hybrid search
 _MIN_RANGE = 1e-9  # ranx's floor for a min-max denominator: a ranking of equal scores normalises to zeros
 
 
@@ -34,6 +36,26 @@ class Fusion(Choice):
     @classmethod
     def noun(cls) -> str:
         return "fusion"
+
+
+@dataclass(frozen=True)
+class HybridSearch:
+    """How a search fuses dense and BM25 hits: the fusion, its parameter, and how deep each ranking goes."""
+
+    fusion: Fusion = Fusion.RRF
+    weight: float = DEFAULT_WEIGHT  # weighted fusion's dense weight
+    k: int = DEFAULT_RRF_K  # RRF's constant
+    depth: int = DEFAULT_DEPTH  # hits taken from each ranking before fusing
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fusion", Fusion.coerce(self.fusion))
+        check_positive(k=self.k, depth=self.depth)
+        if not 0.0 <= self.weight <= 1.0:
+            raise NosinkError(f"the dense weight must be in [0, 1], got {self.weight}")
+
+    def fuse(self, dense: Mapping[str, Mapping[str, float]], lexical: Mapping[str, Mapping[str, float]]) -> Run:
+        """:func:`fuse` with these settings."""
+        return fuse(dense, lexical, fusion=self.fusion, weight=self.weight, k=self.k)
 
 
 def ordered(scores: Mapping[str, float]) -> list[str]:

@@ -2,6 +2,8 @@
 
     OUT_DIR/index/index.faiss   the FAISS index; vector ``position`` = the record's place in input order
     OUT_DIR/index/index.json    kind, count, dimension, rows per shard, and the corpus it was built from
+    OUT_DIR/index/bm25/         a BM25 index of the stored texts (:mod:`nosink.index.lexical`), when the corpus
+                                holds its texts: lexical and hybrid search (:mod:`nosink.index.fusion`)
 
 Vectors are L2-normalised before they are indexed, so the inner product is the cosine
 similarity. ``flat`` search is exact; ``hnsw`` is approximate (a graph; faster on large corpora).
@@ -36,13 +38,16 @@ from nosink.corpus.shards import (
     write_json_atomic,
 )
 from nosink.errors import Choice, NosinkError, check_positive
+from nosink.index.fusion import HybridSearch, ordered
 from nosink.plan import Plan
 from nosink.pooling import Pooling
+from nosink.recipe import Recipe
 
 if TYPE_CHECKING:
     from nosink.encoder import Encoder
 
 INDEX_DIR = "index"
+LEXICAL_DIR = "bm25"
 INDEX_FILE = "index.faiss"
 INDEX_META = "index.json"
 INDEX_FORMAT = "nosink-index/1"
@@ -113,9 +118,10 @@ def build_index(
     hnsw_m: int = DEFAULT_HNSW_M,
     ef_construction: int = DEFAULT_EF_CONSTRUCTION,
     ef_search: int = DEFAULT_EF_SEARCH,
+    lexical: bool | None = None,
     show_progress_bar: bool | None = None,
 ) -> VectorIndex:
-    """Index every vector of a finished corpus and write ``OUT_DIR/index/``.
+    """Index every vector of a finished corpus and write ``OUT_DIR/index/``; with the corpus's texts, a BM25 index too.
 
     Shards are read one at a time, so memory holds the index and one shard. Vectors are
     L2-normalised on the way in (zero vectors stay zero), so scores are cosine similarities. The
@@ -127,6 +133,8 @@ def build_index(
         hnsw_m: HNSW graph degree (neighbours per node); more is more accurate, larger and slower.
         ef_construction: HNSW candidate list size while building.
         ef_search: HNSW candidate list size while searching (the default; ``search`` can override it).
+        lexical: Also build the BM25 index of the stored texts (``OUT_DIR/index/bm25/``) for lexical and hybrid
+            search; None: when the corpus stores its texts. True for a corpus without texts is refused.
         show_progress_bar: A bar over the shards; None shows it for corpora of more than one shard.
 
     Returns:
@@ -140,6 +148,13 @@ def build_index(
     check_positive(hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)
     faiss = require_faiss()
     manifest = _finished_manifest(out_dir)
+    if lexical is None:
+        lexical = bool(manifest.get("store_text"))
+    elif lexical and not manifest.get("store_text"):
+        raise NosinkError(
+            f"{out_dir} holds no texts, so it has nothing to index for BM25; embed it with --store-text "
+            "(store_text=True), or build without the lexical index"
+        )
     dim = int(manifest["dimension"])
     fingerprint = corpus_fingerprint(out_dir, manifest)
     started = time.perf_counter()
@@ -183,7 +198,44 @@ def build_index(
         "versions": {"nosink": __version__, "faiss": getattr(faiss, "__version__", "unknown")},
     }
     _write_index(index_dir(out_dir), index, meta, faiss)
-    return VectorIndex(out_dir, index, meta, manifest)
+    _write_lexical(out_dir, fingerprint, build=lexical)
+    return VectorIndex(out_dir, index, meta, manifest, lexical=_load_lexical(out_dir, fingerprint))
+
+
+def _write_lexical(out_dir: str | Path, fingerprint: str, *, build: bool) -> None:
+    """Replace ``OUT_DIR/index/bm25/`` with a BM25 index of the stored texts (or remove it when not ``build``)."""
+    import shutil
+
+    from nosink.index.lexical import Bm25Index
+
+    folder = index_dir(out_dir) / LEXICAL_DIR
+    shutil.rmtree(folder, ignore_errors=True)  # an older one describes an older corpus
+    if not build:
+        return
+    texts = [text for shard in iter_shards(out_dir, texts=True) for text in (shard.texts or [])]
+    partial = folder.with_name(f".{LEXICAL_DIR}.tmp-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        Bm25Index.build(texts).save(partial, meta={"corpus_fingerprint": fingerprint})
+        os.replace(partial, folder)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _load_lexical(out_dir: str | Path, fingerprint: str) -> Any:
+    """The corpus's BM25 index, or None without one; NosinkError when it was built from another state of the corpus."""
+    from nosink.index.lexical import SETTINGS_FILE, Bm25Index
+
+    folder = index_dir(out_dir) / LEXICAL_DIR
+    if not (folder / SETTINGS_FILE).is_file():
+        return None
+    lexical = Bm25Index.load(folder)
+    if lexical.meta.get("corpus_fingerprint") != fingerprint:
+        raise NosinkError(
+            f"the BM25 index in {folder} was built from another state of the corpus; "
+            f"rebuild it with `nosink index build {out_dir}`"
+        )
+    return lexical
 
 
 def _write_index(folder: Path, index: Any, meta: dict[str, Any], faiss: Any) -> None:
@@ -286,9 +338,12 @@ class VectorIndex:
     Build it with :func:`build_index` or load it with :meth:`load`.
     """
 
-    def __init__(self, out_dir: str | Path, index: Any, meta: dict[str, Any], manifest: dict[str, Any]) -> None:
+    def __init__(
+        self, out_dir: str | Path, index: Any, meta: dict[str, Any], manifest: dict[str, Any], *, lexical: Any = None
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.index = index  # the faiss index
+        self.lexical = lexical  # the BM25 index of the stored texts (nosink.index.lexical.Bm25Index), or None
         self.meta = meta
         self.manifest = manifest
         self.kind = IndexKind.coerce(meta["kind"])
@@ -337,7 +392,7 @@ class VectorIndex:
                 f"{folder / INDEX_FILE} holds {index.ntotal} vectors of dimension {index.d}, {INDEX_META} says "
                 f"{meta['count']} of {meta['dimension']} (an interrupted build?); {rebuild}"
             )
-        return cls(out_dir, index, meta, manifest)
+        return cls(out_dir, index, meta, manifest, lexical=_load_lexical(out_dir, meta["corpus_fingerprint"]))
 
     @property
     def store_text(self) -> bool:
@@ -399,6 +454,24 @@ class VectorIndex:
             ]
             for row_scores, row_positions in zip(scores, positions, strict=True)
         ]
+
+    def search_lexical(self, queries: list[str], *, k: int = 10, texts: bool = True) -> list[list[Hit]]:
+        """The ``k`` best BM25 hits of every query text (scores are BM25's); NosinkError without a BM25 index."""
+        check_positive(k=k)
+        lexical = self.require_lexical()
+        positions, scores = lexical.search(list(queries), k=min(k, self.count))  # [Q, k] each; -1 = no hit
+        records = self.records(sorted({int(p) for p in positions.ravel() if p >= 0}), texts=texts)
+        return [
+            [_hit(records, int(p), float(s)) for p, s in zip(row, row_scores, strict=True) if p >= 0]
+            for row, row_scores in zip(positions, scores, strict=True)
+        ]
+
+    def require_lexical(self) -> Any:
+        """The BM25 index, or a NosinkError that says how to get one."""
+        if self.lexical is None:
+            how = "rebuild the index" if self.store_text else "embed the corpus again with --store-text, then index it"
+            raise NosinkError(f"{self.out_dir} has no BM25 index for lexical or hybrid search; {how}")
+        return self.lexical
 
     def records(self, positions: list[int], *, texts: bool = True) -> dict[int, tuple[str, str | None]]:
         """Id and text (None if not stored or not asked for) of records by position, read from their shards."""
@@ -470,10 +543,20 @@ class Retriever:
     with one copy of the weights); its plan, pooling and dimension must match the corpus's.
     """
 
-    def __init__(self, encoder: Encoder, index: VectorIndex, *, warn_other_model: bool = True) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        index: VectorIndex,
+        *,
+        warn_other_model: bool = True,
+        hybrid: HybridSearch | None = None,
+    ) -> None:
         check_encoder(encoder, index.manifest, where=str(index.out_dir), warn_other_model=warn_other_model)
+        if hybrid is not None:
+            index.require_lexical()
         self.encoder = encoder
         self.index = index
+        self.hybrid = hybrid  # fuse dense hits with BM25's (nosink.index.fusion), or None for dense search
 
     @classmethod
     def from_corpus(
@@ -482,6 +565,7 @@ class Retriever:
         *,
         encoder: Encoder | None = None,
         model: str | None = None,
+        hybrid: HybridSearch | None = None,
         **encoder_kwargs: Any,
     ) -> Retriever:
         """Load the index of ``out_dir`` and the encoder its manifest describes (or use ``encoder``).
@@ -490,6 +574,8 @@ class Retriever:
             out_dir: The corpus folder, with an index built by :func:`build_index`.
             encoder: An encoder to reuse instead of loading one; it must match the corpus.
             model: Load this model instead of the manifest's (the same model moved elsewhere).
+            hybrid: Fuse dense hits with the corpus's BM25 hits (it needs the BM25 index that
+                ``build_index`` writes for a corpus with texts).
             **encoder_kwargs: For ``Encoder.from_pretrained``, e.g. ``device="cuda"`` or
                 ``dtype="float32"``; by default the manifest's plan, pooling, dtype and max_length.
 
@@ -504,11 +590,11 @@ class Retriever:
             settings = index.manifest.get("encoder") or {}
             if not settings.get("model") and model is None:
                 raise NosinkError(f"the manifest of {out_dir} names no encoder model; pass model=")
-            defaults = {name: settings[name] for name in ("plan", "pooling", "dtype", "max_length") if name in settings}
+            defaults = encoder_settings(index.manifest)
             encoder = Encoder.from_pretrained(model or settings["model"], **{**defaults, **encoder_kwargs})
         elif model is not None or encoder_kwargs:
             raise NosinkError("give either encoder= or options to load one (model=, device=, ...), not both")
-        return cls(encoder, index)
+        return cls(encoder, index, hybrid=hybrid)
 
     @property
     def document_instruction(self) -> str | None:
@@ -549,8 +635,34 @@ class Retriever:
         single = isinstance(query, str)
         texts = [query] if single else list(query)
         vectors = self.encoder.encode(texts, instruction=instruction)  # [Q, D] float32, normalised by the index
-        hits = self.index.search(vectors, k=k, ef_search=ef_search)
+        if self.hybrid is None:
+            hits = self.index.search(vectors, k=k, ef_search=ef_search)
+        else:
+            hits = self._fused(self.hybrid, texts, vectors, k=k, ef_search=ef_search)
         return hits[0] if single else hits
+
+    def _fused(
+        self, hybrid: HybridSearch, texts: list[str], vectors: np.ndarray, *, k: int, ef_search: int | None
+    ) -> list[list[Hit]]:
+        """Dense and BM25 hits (``hybrid.depth`` each) fused; a hit's score is its fused score."""
+        check_positive(k=k)
+        depth = max(hybrid.depth, k)
+        dense = self.index.search(vectors, k=depth, ef_search=ef_search, texts=False)
+        lexical = self.index.search_lexical(texts, k=depth, texts=False)
+        as_run = lambda hits: {str(i): {str(h.position): h.score for h in row} for i, row in enumerate(hits)}  # noqa: E731
+        fused = hybrid.fuse(as_run(dense), as_run(lexical))
+        best = [[int(doc) for doc in ordered(fused.get(str(i), {}))[:k]] for i in range(len(texts))]
+        records = self.index.records(sorted({p for row in best for p in row}))
+        return [[_hit(records, p, fused[str(i)][str(p)]) for p in row] for i, row in enumerate(best)]
+
+
+ENCODER_SETTINGS = ("plan", "pooling", "dtype", "max_length", "recipe")  # what a manifest's encoder section decides
+
+
+def encoder_settings(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The ``Encoder.from_pretrained`` settings that embedded a corpus, from its manifest (a recipe included)."""
+    settings = manifest.get("encoder") or {}
+    return {name: settings[name] for name in ENCODER_SETTINGS if name in settings}
 
 
 def same_model(first: str, second: str) -> bool:
@@ -569,13 +681,13 @@ def same_model(first: str, second: str) -> bool:
 def check_encoder(
     encoder: Encoder, manifest: dict[str, Any], *, where: str = "the corpus", warn_other_model: bool = True
 ) -> None:
-    """Refuse an encoder whose plan, pooling or dimension differs from the one that embedded the corpus.
+    """Refuse an encoder whose plan, pooling, recipe or dimension differs from the one that embedded the corpus.
 
     A different model (see :func:`same_model`) only warns, unless ``warn_other_model`` is False:
     the same weights may live under a hub name and a local path.
 
     Raises:
-        NosinkError: The plan, pooling or dimension differs.
+        NosinkError: The plan, pooling, recipe or dimension differs.
     """
     settings = manifest.get("encoder") or {}
     problems = []
@@ -585,6 +697,8 @@ def check_encoder(
         problems.append(f"plan {encoder.plan} vs the corpus's {settings['plan']}")
     if settings.get("pooling") is not None and encoder.pooling is not Pooling.coerce(settings["pooling"]):
         problems.append(f"pooling {encoder.pooling.value} vs the corpus's {settings['pooling']}")
+    if str(encoder.recipe) != str(Recipe.coerce(settings.get("recipe"))):  # no recipe key: the default recipe
+        problems.append(f"recipe {encoder.recipe} vs the corpus's {settings.get('recipe') or 'default'}")
     if problems:
         raise NosinkError(
             f"this encoder does not match the one that embedded {where}: {'; '.join(problems)}; "

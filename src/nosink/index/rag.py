@@ -26,6 +26,7 @@ from torch import nn
 
 from nosink.encoder import Encoder, pad_id
 from nosink.errors import NosinkError, check_positive
+from nosink.index.fusion import HybridSearch
 from nosink.index.index import Hit, Retriever, VectorIndex, same_model
 from nosink.plan import Plan
 from nosink.pooling import Pooling
@@ -117,6 +118,7 @@ class RAG:
         query_instruction: str | None = None,
         chat_template: bool | None = None,
         check_model: bool = True,
+        hybrid: HybridSearch | None = None,
     ) -> RAG:
         """Load the index of ``out_dir`` and retrieve from it with ``chat_model``'s own weights.
 
@@ -130,6 +132,8 @@ class RAG:
             max_length: Longest query in tokens; default the manifest's, else 512.
             query_instruction: See :class:`RAG`.
             chat_template: See :class:`RAG`.
+            hybrid: Retrieve with dense and BM25 hits fused (:class:`~nosink.index.fusion.HybridSearch`); the corpus
+                needs its BM25 index (``nosink index build`` writes one for a corpus with texts).
             check_model: Refuse a corpus whose manifest names another model than the chat
                 model's ``config._name_or_path`` (compared as resolved paths, or by last path
                 component, so a hub name and a local copy of it agree). Pass False only for the
@@ -172,7 +176,7 @@ class RAG:
                 "query vectors will be close to, not identical with, vectors computed in the corpus's dtype",
                 stacklevel=2,
             )
-        retriever = Retriever(encoder, index, warn_other_model=False)  # checked above, or waived by the caller
+        retriever = Retriever(encoder, index, warn_other_model=False, hybrid=hybrid)  # model checked above, or waived
         return cls(chat_model, tokenizer, retriever, query_instruction=query_instruction, chat_template=chat_template)
 
     # ---------------------------------------------------------------- properties
