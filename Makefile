@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-MODELS ?= smollm2-135m-instruct gemma-3-270m
+MODELS ?= smollm2-135m-instruct gemma-3-270m all-minilm-l6-v2  # what the default tests use (~440 MB)
 
 .PHONY: install models run test clean
 

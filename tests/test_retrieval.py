@@ -491,3 +491,21 @@ def test_tune_retrieval_scores_baseline_winner_and_extra_plans_on_test(model_dir
         alone = evaluate_retrieval(candidate, data, side=QuerySide(instruction=SCIFACT))  # in memory, no cache
         assert scored["ndcg_at_10"] == pytest.approx(alone.metrics["ndcg_at_10"], abs=1e-6), name
     assert json.loads(record.read_text())["settings"]["selection"]["pool"] == 25
+
+
+def test_sweep_retrieval_scores_every_k_on_the_selection_pool(model_dir: Path, tmp_path: Path) -> None:
+    folder = write_beir(tmp_path / "scifact", docs=50, queries=8)
+    out = tmp_path / "sweep"
+    arguments = ["sweep", "--model", str(model_dir), "--task", "retrieval", "--data", str(folder), "--device", "cpu"]
+    arguments += ["--queries", "5", "--pool", "20", "--family", "mask0-bidir", "--ks", "1,3", "--out", str(out)]
+    assert main(arguments) == 0
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    assert [row["plan"] for row in rows] == ["baseline", "mask0-bidir:k=1", "mask0-bidir:k=3"]
+    from nosink.eval.retrieval_tune import selection_task
+
+    task = selection_task(load_beir(folder, "train"), queries=5, pool=20)
+    encoder = Encoder.from_pretrained(str(model_dir), plan="mask0-bidir:k=3", device="cpu")
+    queries = encoder.encode(task.query_texts, instruction=SCIFACT)
+    documents = encoder.encode(task.doc_texts, prompt="")  # 12-word documents: the 128-token cut changes nothing
+    expected = retrieval_metrics(dense_run(queries, documents, task.query_ids, task.doc_ids), task.qrels)
+    assert rows[2]["metrics"]["ndcg_at_10"] == pytest.approx(expected["ndcg_at_10"], abs=1e-6)

@@ -698,10 +698,12 @@ def _embedder(args: argparse.Namespace) -> Any:
 
 def _encoder(args: argparse.Namespace, *, plan: str) -> Any:
     from nosink.encoder import Encoder
+    from nosink.provision import provisioned_folder
 
     recipe = getattr(args, "recipe", None)  # tune has no --recipe: it searches recipes
     options = {"dtype": args.dtype, "device": args.device, "max_length": args.max_length, "recipe": recipe}
-    return Encoder.from_pretrained(args.model, plan=plan, pooling=args.pooling, **options)  # None: saved, or mean
+    model = str(provisioned_folder(args.model) or args.model)  # a name from `nosink models list` is its folder
+    return Encoder.from_pretrained(model, plan=plan, pooling=args.pooling, **options)  # None: saved, or mean
 
 
 def _sts_instruction(args: argparse.Namespace) -> str | None:
