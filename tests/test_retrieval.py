@@ -389,6 +389,8 @@ def test_cli_scores_bm25_and_writes_the_usual_record(tmp_path: Path, capsys: pyt
     assert written["model"]["kind"] == "bm25" and written["settings"]["split"] == "test"
     assert {Path(d["path"]).name for d in written["data"]} == {"corpus.jsonl", "queries.jsonl", "test.tsv"}
     assert written["sizes"] == {"documents": 30, "queries": 5}
+    per_query = written["details"]["per_query_ndcg_at_10"]  # for paired comparisons between runs
+    assert len(per_query) == 5 and 100 * np.mean(list(per_query.values())) == pytest.approx(printed["ndcg_at_10"])
 
 
 @pytest.mark.parametrize(
@@ -509,3 +511,17 @@ def test_sweep_retrieval_scores_every_k_on_the_selection_pool(model_dir: Path, t
     documents = encoder.encode(task.doc_texts, prompt="")  # 12-word documents: the 128-token cut changes nothing
     expected = retrieval_metrics(dense_run(queries, documents, task.query_ids, task.doc_ids), task.qrels)
     assert rows[2]["metrics"]["ndcg_at_10"] == pytest.approx(expected["ndcg_at_10"], abs=1e-6)
+
+
+def test_nosink_embed_reads_a_beir_corpus_with_its_titles(model_dir: Path, tmp_path: Path) -> None:
+    folder = write_beir(tmp_path / "scifact", docs=30, queries=2)
+    out = tmp_path / "embedded"
+    arguments = ["embed", str(folder / "corpus.jsonl"), "-o", str(out), "--model", str(model_dir), "--device", "cpu"]
+    assert main([*arguments, "--id-field", "_id", "--title-field", "title", "--store-text"]) == 0
+    from nosink.corpus.shards import iter_shards
+
+    (shard,) = iter_shards(out)
+    data = load_beir(folder, "test")
+    assert shard.ids == data.doc_ids and shard.texts == data.doc_texts  # title + " " + text, as MTEB joins them
+    encoder = Encoder.from_pretrained(str(model_dir), device="cpu")
+    np.testing.assert_allclose(shard.embeddings, encoder.encode(data.doc_texts, normalize=True), atol=1e-5)

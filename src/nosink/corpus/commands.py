@@ -30,6 +30,7 @@ cut short: finished shards are kept; a different model, plan or input is refused
 examples:
   nosink embed --model ./my-model --plan "mask0&bidir:k=4,k0=1" docs.jsonl -o docs-vectors/
   nosink embed --model M --plan P corpus.parquet -o out/ --id-field doc_id --text-field body --store-text
+  nosink embed --model M --plan P scifact/corpus.jsonl -o sf/ --id-field _id --title-field title   # BEIR
   nosink embed --model M --plan P corpus.csv -o out/ --engine ray --workers 8        # local Ray instance
   nosink embed --model M --plan P corpus.csv -o out/ --engine ray --ray-address ray://head:10001
 """
@@ -58,6 +59,8 @@ def add_commands(commands: argparse._SubParsersAction, make: SubparserFactory) -
     parser.add_argument("--instruction", metavar="T", help="task description put before every text")
     parser.add_argument("--id-field", metavar="F", help='id field (default: "id" when present, else record numbers)')
     parser.add_argument("--text-field", default="text", metavar="F", help="default: %(default)s")
+    title = "a title field joined before each text, as BEIR and MTEB read documents (e.g. title)"
+    parser.add_argument("--title-field", metavar="F", help=title)
     formats = [fmt.value for fmt in InputFormat]
     parser.add_argument("--input-format", default="auto", choices=formats, help="default: from the extension")
     parser.add_argument("--shard-size", type=positive_int, default=10_000, metavar="N", help="default: %(default)s")
@@ -97,7 +100,11 @@ def run_embed(args: argparse.Namespace) -> int:
         verb = "applies" if len(given) == 1 else "apply"
         raise NosinkError(f"{' and '.join(given)} only {verb} with --engine ray")
     source = CorpusSource.open(
-        args.input, input_format=args.input_format, id_field=args.id_field, text_field=args.text_field
+        args.input,
+        input_format=args.input_format,
+        id_field=args.id_field,
+        text_field=args.text_field,
+        title_field=args.title_field,
     )
     # None settings: the folder's, when it was saved by nosink (EncoderSpec reads it), else the defaults
     spec = EncoderSpec(args.model, args.plan, args.pooling, args.dtype, args.device, args.max_length, args.recipe)

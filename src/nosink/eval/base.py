@@ -112,6 +112,7 @@ class TaskResult:
     sizes: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)  # what the evaluator decided (e.g. prompts), for records
+    details: dict[str, Any] = field(default_factory=dict)  # bulky results the metrics summarise (per-query scores)
 
 
 # ---------------------------------------------------------------- embedding for an evaluator

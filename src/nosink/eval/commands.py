@@ -473,7 +473,8 @@ def _retrieval_record(
     _print_json({"task": result.task, **result.metrics})
     model = Bm25Settings() if embedder is None else embedder
     args.record = record
-    _write(args, result.task, model, result.metrics, files, settings, result.timings, result.sizes)
+    details = {"per_query_ndcg_at_10": result.details} if result.details else None
+    _write(args, result.task, model, result.metrics, files, settings, result.timings, result.sizes, details)
     return 0
 
 
@@ -809,6 +810,7 @@ def _write(
     settings: dict,
     timings: dict | None = None,
     sizes: dict | None = None,
+    details: dict | None = None,
 ) -> None:
     from nosink.eval.embedders import describe_embedder
     from nosink.eval.results import default_record_path, run_record, write_record
@@ -821,6 +823,7 @@ def _write(
         sizes=sizes,
         timings=timings,
         settings=settings,
+        details=details,
     )
     path = write_record(record, args.record or default_record_path(task))
     print(f"record: {path}", file=sys.stderr)

@@ -58,9 +58,13 @@ def run_record(
     timings: dict[str, float] | None = None,
     settings: dict[str, Any] | None = None,
     argv: list[str] | None = None,
+    details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The record of one run: what ran (model, plan, settings, data with hashes), what came out, how long."""
-    return {
+    """The record of one run: what ran (model, plan, settings, data with hashes), what came out, how long.
+
+    ``details`` (optional) holds bulky results that ``metrics`` summarises, e.g. per-query scores.
+    """
+    record = {
         "task": task,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": argv if argv is not None else sys.argv,
@@ -72,6 +76,7 @@ def run_record(
         "timings": timings or {},
         "versions": package_versions(),
     }
+    return record if details is None else record | {"details": details}
 
 
 def write_record(record: dict[str, Any], path: str | Path) -> Path:

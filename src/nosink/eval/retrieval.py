@@ -408,14 +408,14 @@ def evaluate_retrieval(
     if hybrid is None:
         main = rankings.dense if embedder is not None else rankings.lexical
         metrics, timings["score_s"] = timed(lambda: retrieval_metrics(main, data.qrels))
-        return TaskResult("retrieval", metrics, sizes, timings, settings)
+        return TaskResult("retrieval", metrics, sizes, timings, settings, per_query_ndcg(main, data.qrels))
     chosen, curve = _choose_fusion(embedder, hybrid, tune, side, docs, lexical_index, batch_size, say)
     fused = fuse(rankings.dense, rankings.lexical, fusion=hybrid.fusion, **chosen)
     metrics: dict[str, Any] = retrieval_metrics(fused, data.qrels)
     metrics["dense"] = retrieval_metrics(rankings.dense, data.qrels)
     metrics["bm25"] = retrieval_metrics(rankings.lexical, data.qrels)
     settings |= {"fusion": hybrid.fusion.value, **chosen, "chosen_on": tune.split if curve else None, "tuning": curve}
-    return TaskResult("retrieval", metrics, sizes, timings, settings)
+    return TaskResult("retrieval", metrics, sizes, timings, settings, per_query_ndcg(fused, data.qrels))
 
 
 def _document_line(docs: DocumentVectors) -> str:
