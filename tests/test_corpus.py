@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CORPUS, tiny_model, tiny_tokenizer
+from conftest import CORPUS
 
 from nosink import Encoder, NosinkError
 from nosink.cli import main
@@ -50,12 +50,8 @@ def write_jsonl(path: Path, texts: list[str], *, ids: bool = True) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Llama with its tokenizer, saved as a local model folder."""
-    folder = tmp_path_factory.mktemp("model")
-    tiny_model("llama").save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return folder
+def model_dir(tiny_llama_dir: Path) -> Path:
+    return tiny_llama_dir
 
 
 @pytest.fixture(scope="module")

@@ -39,11 +39,8 @@ def texts(count: int = 80, seed: int = 0) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("model")
-    tiny_model("llama").save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return folder
+def model_dir(tiny_llama_dir: Path) -> Path:
+    return tiny_llama_dir
 
 
 def corpus(tmp_path: Path, model_dir: Path, *, store_text: bool = True, recipe: str | None = None) -> Path:

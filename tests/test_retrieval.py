@@ -79,11 +79,8 @@ def encoder(one_thread: None) -> Encoder:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("model")
-    tiny_model("llama").save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return folder
+def model_dir(tiny_llama_dir: Path) -> Path:
+    return tiny_llama_dir
 
 
 class BagOfWords:
