@@ -6,9 +6,9 @@
 Every model embeds the same ``--docs`` documents of the BEIR folder (drawn with seed 0; title and text joined)
 the way ``nosink eval retrieval`` embeds them: nosink decoders at 512 tokens, sentence-transformers models at
 their own limit with their document prompt, in batches of 32. A warm-up call on 4 documents, then ``--repeats``
-timed calls over all of them; the median is reported, with the documents' real token count per model. BM25 is timed building its index over
-the whole corpus. Time it on a quiet machine: another busy process makes every number meaningless (ratios in one
-run are what to read).
+timed calls over all of them; the median is reported, with the documents' real token count per model. BM25 is
+timed building its index over the whole corpus. Time it on a quiet machine: another busy process makes every
+number meaningless (ratios in one run are what to read).
 """
 
 from __future__ import annotations
