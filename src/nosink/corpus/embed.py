@@ -46,6 +46,7 @@ from nosink.corpus.shards import (
 from nosink.encoder import Encoder
 from nosink.errors import Choice, NosinkError
 from nosink.postprocess import finish
+from nosink.readouts import encode_shared
 
 DEFAULT_SHARD_SIZE = 10_000
 
@@ -181,8 +182,6 @@ def embed_corpus_shared(
     resumes or reuses the other's shards. ``encoders`` come from one ``Encoder`` through ``with_plan`` /
     ``with_recipe`` (same prompt and pooling); the local engine only.
     """
-    from nosink.readouts import encode_shared
-
     require_pyarrow()
     if len(encoders) != len(out_dirs) or not encoders:
         raise NosinkError(f"give one output folder per encoder: {len(encoders)} encoders, {len(out_dirs)} folders")
