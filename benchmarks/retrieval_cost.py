@@ -1,11 +1,12 @@
 """What embedding a retrieval corpus costs: documents per second of every model, on the same documents, in one run.
 
-    python benchmarks/retrieval_cost.py --data ../shared/data/scifact --docs 32 --torch-threads 2 \
+    python benchmarks/retrieval_cost.py --data ../shared/data/scifact --docs 96 --torch-threads 2 \
         --out docs/retrieval/cost.json
 
 Every model embeds the same ``--docs`` documents of the BEIR folder (drawn with seed 0; title and text joined)
 the way ``nosink eval retrieval`` embeds them: nosink decoders at 512 tokens, sentence-transformers models at
-their own limit with their document prompt, in batches of 32. A warm-up call on 4 documents, then ``--repeats``
+their own limit with their document prompt, in length-sorted batches of 32 (three batches of 96 documents pad about
+as little as a corpus run's 256-document shards). A warm-up call on 4 documents, then ``--repeats``
 timed calls over all of them; the median is reported, with the documents' real token count per model. BM25 is
 timed building its index over the whole corpus. Time it on a quiet machine: another busy process makes every
 number meaningless (ratios in one run are what to read).
@@ -34,7 +35,7 @@ EMBEDDERS = ("all-minilm-l6-v2", "all-mpnet-base-v2", "embeddinggemma-300m")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="a BEIR folder")
-    parser.add_argument("--docs", type=int, default=32)
+    parser.add_argument("--docs", type=int, default=96)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--torch-threads", type=int, default=2)
     parser.add_argument("--models", default=",".join(("bm25", *EMBEDDERS, *LLMS)))
